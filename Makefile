@@ -19,7 +19,7 @@ sysdeps:
 	@scripts/install-sysdeps
 
 demo: venv
-	$(BIN)/imagesim tour
+	$(BIN)/unionfs demo
 
 test: venv sysdeps
 	$(BIN)/ruff check unionfs imagesim tests benchmarks

@@ -118,7 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command line; return its exit status (never raises for user errors)."""
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        cli.main(args=args, prog_name="imagesim", standalone_mode=False)
+        # In non-standalone mode click returns the status of ctx.exit(N) instead of raising.
+        rv = cli.main(args=args, prog_name="imagesim", standalone_mode=False)
     except click.exceptions.Exit as e:
         return int(e.exit_code)
     except click.exceptions.Abort:
@@ -136,4 +137,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         return ExitStatus.ERROR
     except KeyboardInterrupt:
         return ExitStatus.INTERRUPTED
-    return ExitStatus.OK
+    return int(rv) if isinstance(rv, int) else ExitStatus.OK
