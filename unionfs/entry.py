@@ -75,6 +75,10 @@ class Entry:
     opaque: bool = False
     redirect: str | None = None
     metacopy: bool = False
+    #: the union inode number this object had before copy-up (recorded by the engine in a
+    #: private overlay xattr), so ``st_ino`` survives copy-up and remounts; ``None`` if never
+    #: copied up by this engine
+    origin_ino: int | None = None
 
     @property
     def is_dir(self) -> bool:

@@ -12,10 +12,29 @@ symlinks: ``lookup("/a/b")`` where ``/a`` is a symlink in this layer returns ``N
 
 from __future__ import annotations
 
+import contextlib
+import errno as _errno
+import hashlib
+import os
+import stat as _stat
+import threading
+import time
 from collections.abc import Iterator
 from typing import BinaryIO, Protocol, runtime_checkable
 
-from .entry import Entry
+from . import whiteout as _wh
+from .entry import Entry, Kind
+from .errors import (
+    Exists,
+    InvalidPath,
+    IsADir,
+    NoData,
+    NotADir,
+    NotEmpty,
+    NotFound,
+    from_oserror,
+)
+from .path import join, split
 
 
 @runtime_checkable
@@ -61,8 +80,6 @@ class Layer(Protocol):
 def walk_layer(layer: Layer, top: str = "/") -> Iterator[tuple[str, Entry]]:
     """Every ``(path, entry)`` of one layer below ``top`` (``top`` itself first when present),
     parents before children, names sorted: the order a deterministic tar needs."""
-    from .path import join
-
     entry = layer.lookup(top)
     if entry is None:
         return
@@ -70,3 +87,1054 @@ def walk_layer(layer: Layer, top: str = "/") -> Iterator[tuple[str, Entry]]:
     if entry.is_dir:
         for name in sorted(layer.listdir(top)):
             yield from walk_layer(layer, join(top, name))
+
+
+# =========================================================================== implementations
+
+_COPY_CHUNK = 1 << 24
+
+
+def _now() -> int:
+    return time.time_ns()
+
+
+# --------------------------------------------------------------------------- MemoryLayer
+
+
+class _MNode:
+    """One in-memory object (an inode: hard links share it)."""
+
+    __slots__ = ("atime", "children", "ctime", "data", "gid", "ino", "kind", "links",
+                 "metacopy", "mode", "mtime", "opaque", "origin", "rdev", "redirect", "target",
+                 "uid", "xattrs")
+
+    def __init__(self, kind: Kind, mode: int, ino: int) -> None:
+        from .upper import MemoryData
+
+        now = _now()
+        self.kind = kind
+        self.mode = mode & 0o7777
+        self.uid = os.getuid()
+        self.gid = os.getgid()
+        self.atime = self.mtime = self.ctime = now
+        self.ino = ino
+        self.rdev = 0
+        self.target: str | None = None
+        self.xattrs: dict[str, bytes] = {}
+        self.opaque = False
+        self.redirect: str | None = None
+        self.metacopy = False
+        self.origin: int | None = None
+        self.links = 1
+        self.children: dict[str, _MNode] | None = {} if kind is Kind.DIR else None
+        self.data = MemoryData() if kind is Kind.FILE else None
+
+    def entry(self) -> Entry:
+        if self.kind is Kind.DIR:
+            assert self.children is not None
+            nlink = 2 + sum(1 for c in self.children.values() if c.kind is Kind.DIR)
+            size = 4096
+        else:
+            nlink = self.links
+            size = len(self.data.buf) if self.data is not None else (
+                len(os.fsencode(self.target)) if self.target is not None else 0)
+        return Entry(kind=self.kind, mode=self.mode, uid=self.uid, gid=self.gid, size=size,
+                     atime_ns=self.atime, mtime_ns=self.mtime, ctime_ns=self.ctime,
+                     nlink=nlink, rdev=self.rdev, ino=self.ino, target=self.target,
+                     xattrs=tuple(sorted(self.xattrs.items())), opaque=self.opaque,
+                     redirect=self.redirect, metacopy=self.metacopy, origin_ino=self.origin)
+
+
+class MemoryLayer:
+    """A layer held in memory: the fast, disposable upper (or a lower built by a test).
+
+    It implements both ``Layer`` and ``WritableLayer``. Whiteouts and opaque marks are plain
+    fields, so no on-disk format applies. Thread-safe (one lock per layer).
+    """
+
+    def __init__(self, name: str = "memory") -> None:
+        self.name = name
+        self._lock = threading.RLock()
+        self._next_ino = 2
+        self._root = _MNode(Kind.DIR, 0o755, 1)
+        #: index=on: key -> node (the kernel keeps these under workdir/index)
+        self._index: dict[str, _MNode] = {}
+        self._index_meta: dict[str, tuple[int, int]] = {}
+
+    def __repr__(self) -> str:
+        return f"MemoryLayer({self.name!r})"
+
+    # -- internals
+    def _new(self, kind: Kind, mode: int) -> _MNode:
+        self._next_ino += 1
+        return _MNode(kind, mode, self._next_ino)
+
+    def _node(self, path: str) -> _MNode | None:
+        node = self._root
+        if path == "/":
+            return node
+        for part in path[1:].split("/"):
+            if node.children is None:
+                return None
+            node = node.children.get(part)  # type: ignore[assignment]
+            if node is None:
+                return None
+        return node
+
+    def _need(self, path: str) -> _MNode:
+        node = self._node(path)
+        if node is None or node.kind is Kind.WHITEOUT:
+            raise NotFound(path)
+        return node
+
+    def _parent(self, path: str) -> tuple[_MNode, str]:
+        head, name = split(path)
+        if not name:
+            raise Exists(path)
+        parent = self._node(head)
+        if parent is None or parent.kind is Kind.WHITEOUT:
+            raise NotFound(path)
+        if parent.children is None:
+            raise NotADir(path)
+        return parent, name
+
+    def _insert(self, path: str, node: _MNode) -> None:
+        parent, name = self._parent(path)
+        if name in parent.children:  # type: ignore[operator]
+            raise Exists(path)
+        parent.children[name] = node  # type: ignore[index]
+        parent.mtime = parent.ctime = _now()
+
+    # -- Layer
+    def lookup(self, path: str) -> Entry | None:
+        with self._lock:
+            node = self._node(path)
+            return None if node is None else node.entry()
+
+    def listdir(self, path: str) -> list[str]:
+        with self._lock:
+            node = self._need(path)
+            if node.children is None:
+                raise NotADir(path)
+            return list(node.children)
+
+    def read(self, path: str, offset: int, size: int) -> bytes:
+        with self._lock:
+            node = self._need(path)
+            if node.data is None:
+                raise IsADir(path) if node.kind is Kind.DIR else InvalidPath(path)
+            return bytes(node.data.buf[offset:offset + size])
+
+    def open_read(self, path: str) -> BinaryIO:
+        from .upper import MemoryFile
+
+        with self._lock:
+            node = self._need(path)
+            if node.data is None:
+                raise IsADir(path) if node.kind is Kind.DIR else InvalidPath(path)
+            return MemoryFile(node.data, readable=True, writable=False, name=path)  # type: ignore[return-value]
+
+    def readlink(self, path: str) -> str:
+        with self._lock:
+            node = self._need(path)
+            if node.kind is not Kind.SYMLINK:
+                raise InvalidPath(path)
+            return node.target  # type: ignore[return-value]
+
+    def host_path(self, path: str) -> str | None:
+        return None
+
+    # -- WritableLayer
+    def mkdir(self, path: str, mode: int = 0o755) -> None:
+        with self._lock:
+            self._insert(path, self._new(Kind.DIR, mode))
+
+    def open_write(self, path: str, *, create: bool = False, truncate: bool = False,
+                   mode: int = 0o644, append: bool = False, readable: bool = True) -> BinaryIO:
+        from .upper import MemoryFile
+
+        with self._lock:
+            node = self._node(path)
+            if node is None or node.kind is Kind.WHITEOUT:
+                if not create:
+                    raise NotFound(path)
+                if node is not None:
+                    raise Exists(path)
+                node = self._new(Kind.FILE, mode)
+                self._insert(path, node)
+            if node.kind is Kind.DIR:
+                raise IsADir(path)
+            if node.data is None:
+                raise InvalidPath(path, "not a regular file")
+            if truncate and node.data.buf:
+                del node.data.buf[:]
+                node.mtime = node.ctime = _now()
+
+            def touched(n: _MNode = node) -> None:
+                n.mtime = n.ctime = _now()
+
+            return MemoryFile(node.data, readable=readable, writable=True, append=append,  # type: ignore[return-value]
+                              name=path, on_change=touched)
+
+    def copy_in(self, path: str, source: Layer, source_path: str) -> None:
+        with self._lock:
+            node = self._new(Kind.FILE, 0o644)
+            _fill_memory(node, source, source_path)
+            self._insert(path, node)
+
+    def copy_up(self, path: str, entry: Entry, source: Layer | None, source_path: str,
+                *, data: bool = True, metacopy: bool = False, origin_ino: int | None = None,
+                xattrs: bool = True, fsync: bool = True) -> None:
+        """Create ``path`` as a copy of ``entry``: a regular file gets the data of
+        ``source``/``source_path`` when ``data``; with ``metacopy`` it is a metadata-only copy
+        of the right size (data left below); with neither it is empty. All metadata is set
+        before the object appears, as the kernel's copy-up does."""
+        with self._lock:
+            node = self._new(entry.kind, entry.mode)
+            node.uid, node.gid, node.rdev = entry.uid, entry.gid, entry.rdev
+            node.target = entry.target
+            if xattrs:
+                node.xattrs = dict(entry.xattrs)
+            if entry.kind is Kind.FILE:
+                if metacopy:
+                    node.metacopy = True
+                    node.data.buf.extend(b"\0" * entry.size)  # type: ignore[union-attr]
+                elif data and source is not None:
+                    _fill_memory(node, source, source_path)
+            node.origin = origin_ino
+            node.atime, node.mtime = entry.atime_ns, entry.mtime_ns
+            self._insert(path, node)
+
+    def symlink(self, path: str, target: str) -> None:
+        with self._lock:
+            node = self._new(Kind.SYMLINK, 0o777)
+            node.target = target
+            self._insert(path, node)
+
+    def link(self, existing: str, new: str) -> None:
+        with self._lock:
+            node = self._need(existing)
+            if node.kind is Kind.DIR:
+                raise from_oserror(OSError(_errno.EPERM, "hard link to a directory"), existing)
+            self._insert(new, node)
+            node.links += 1
+            node.ctime = _now()
+
+    def mknod(self, path: str, kind: Kind, mode: int = 0o644, rdev: int = 0) -> None:
+        with self._lock:
+            if kind not in (Kind.FIFO, Kind.SOCKET, Kind.CHAR, Kind.BLOCK, Kind.FILE):
+                raise InvalidPath(path, f"mknod cannot make a {kind.value}")
+            node = self._new(kind, mode)
+            node.rdev = rdev
+            self._insert(path, node)
+
+    def remove(self, path: str) -> None:
+        with self._lock:
+            node = self._node(path)
+            if node is None:
+                raise NotFound(path)
+            if node.children:
+                raise NotEmpty(path)
+            parent, name = self._parent(path)
+            del parent.children[name]  # type: ignore[union-attr]
+            parent.mtime = parent.ctime = _now()
+            node.links -= 1
+            node.ctime = _now()
+
+    def rename(self, src: str, dst: str) -> None:
+        with self._lock:
+            node = self._node(src)
+            if node is None:
+                raise NotFound(src)
+            old = self._node(dst)
+            if old is not None and old is not node:
+                if old.kind is Kind.DIR and node.kind is not Kind.DIR:
+                    raise IsADir(dst)
+                if old.kind is not Kind.DIR and node.kind is Kind.DIR:
+                    raise NotADir(dst)
+                if old.children:
+                    raise NotEmpty(dst)
+            sp, sname = self._parent(src)
+            dp, dname = self._parent(dst)
+            if old is node:
+                return
+            del sp.children[sname]  # type: ignore[union-attr]
+            if old is not None:
+                old.links -= 1
+            dp.children[dname] = node  # type: ignore[index]
+            now = _now()
+            sp.mtime = sp.ctime = dp.mtime = dp.ctime = node.ctime = now
+
+    def exchange(self, a: str, b: str) -> None:
+        """Swap the objects at ``a`` and ``b`` (``RENAME_EXCHANGE``)."""
+        with self._lock:
+            na, nb = self._need(a), self._need(b)
+            pa, an = self._parent(a)
+            pb, bn = self._parent(b)
+            pa.children[an], pb.children[bn] = nb, na  # type: ignore[index]
+
+    def whiteout(self, path: str) -> None:
+        with self._lock:
+            self._insert(path, self._new(Kind.WHITEOUT, 0))
+
+    def set_opaque(self, path: str, opaque: bool = True) -> None:
+        with self._lock:
+            self._need(path).opaque = opaque
+
+    def set_redirect(self, path: str, target: str | None) -> None:
+        with self._lock:
+            self._need(path).redirect = target
+
+    def set_metacopy(self, path: str, metacopy: bool) -> None:
+        with self._lock:
+            self._need(path).metacopy = metacopy
+
+    def set_origin(self, path: str, ino: int | None) -> None:
+        """Record the union inode number ``path`` had before copy-up."""
+        with self._lock:
+            self._need(path).origin = ino
+
+    def chmod(self, path: str, mode: int) -> None:
+        with self._lock:
+            node = self._need(path)
+            node.mode = mode & 0o7777
+            node.ctime = _now()
+
+    def chown(self, path: str, uid: int, gid: int) -> None:
+        with self._lock:
+            node = self._need(path)
+            if uid != -1:
+                node.uid = uid
+            if gid != -1:
+                node.gid = gid
+            node.ctime = _now()
+
+    def utime(self, path: str, atime_ns: int, mtime_ns: int) -> None:
+        with self._lock:
+            node = self._need(path)
+            node.atime, node.mtime = atime_ns, mtime_ns
+            node.ctime = _now()
+
+    def truncate(self, path: str, size: int) -> None:
+        with self._lock:
+            node = self._need(path)
+            if node.data is None:
+                raise IsADir(path) if node.kind is Kind.DIR else InvalidPath(path)
+            buf = node.data.buf
+            if size < len(buf):
+                del buf[size:]
+            else:
+                buf.extend(b"\0" * (size - len(buf)))
+            node.mtime = node.ctime = _now()
+
+    def setxattr(self, path: str, name: str, value: bytes, flags: int = 0) -> None:
+        with self._lock:
+            node = self._need(path)
+            if flags == os.XATTR_CREATE and name in node.xattrs:
+                raise Exists(path)
+            if flags == os.XATTR_REPLACE and name not in node.xattrs:
+                raise NoData(path)
+            node.xattrs[name] = bytes(value)
+            node.ctime = _now()
+
+    def removexattr(self, path: str, name: str) -> None:
+        with self._lock:
+            node = self._need(path)
+            if name not in node.xattrs:
+                raise NoData(path)
+            del node.xattrs[name]
+            node.ctime = _now()
+
+    def statvfs(self) -> os.statvfs_result:
+        """Made-up but consistent numbers for an in-memory layer."""
+        return os.statvfs_result((4096, 4096, 1 << 20, 1 << 19, 1 << 19, 1 << 20, 1 << 19,
+                                  1 << 19, 0, 255))
+
+    # -- index=on support: hard-link groups copied up once, linked for every alias
+    def index_lookup(self, key: str) -> bool:
+        with self._lock:
+            return key in self._index
+
+    def index_store(self, key: str, path: str) -> None:
+        """Remember the object at ``path`` as the copy of the lower hard-link group ``key``."""
+        with self._lock:
+            node = self._need(path)
+            if key not in self._index:
+                node.links += 1  # the index entry is a link, as in the kernel's index dir
+            self._index[key] = node
+
+    def index_link(self, key: str, path: str) -> None:
+        """Link the indexed object ``key`` at ``path``."""
+        with self._lock:
+            node = self._index[key]
+            self._insert(path, node)
+            node.links += 1
+
+    def index_nlink(self, key: str) -> int:
+        with self._lock:
+            return self._index[key].links
+
+    def index_entry(self, key: str) -> Entry:
+        with self._lock:
+            return self._index[key].entry()
+
+    def index_open(self, key: str) -> BinaryIO:
+        from .upper import MemoryFile
+
+        with self._lock:
+            node = self._index[key]
+            return MemoryFile(node.data, readable=True, writable=False, name=key)  # type: ignore[arg-type,return-value]
+
+    def index_get_count(self, key: str) -> tuple[int, int]:
+        """``(lower links of the group, lower links consumed)`` recorded for ``key``."""
+        with self._lock:
+            return self._index_meta.get(key, (1, 0))
+
+    def index_set_count(self, key: str, value: tuple[int, int]) -> None:
+        with self._lock:
+            self._index_meta[key] = value
+
+    # -- building (tests and examples)
+    def write_file(self, path: str, data: bytes = b"", mode: int = 0o644) -> None:
+        """Create a regular file holding ``data``, making missing parents (0755)."""
+        with self._lock:
+            self.makedirs(split(path)[0])
+            with self.open_write(path, create=True, truncate=True, mode=mode) as f:
+                f.write(data)
+
+    def makedirs(self, path: str, mode: int = 0o755) -> None:
+        """Create ``path`` and missing parents; existing directories are fine."""
+        with self._lock:
+            acc = ""
+            for part in [p for p in path.split("/") if p]:
+                acc += "/" + part
+                node = self._node(acc)
+                if node is None:
+                    self.mkdir(acc, mode)
+                elif node.kind is not Kind.DIR:
+                    raise NotADir(acc)
+
+
+def _fill_memory(node: _MNode, source: Layer, source_path: str) -> None:
+    with source.open_read(source_path) as f:
+        while True:
+            chunk = f.read(_COPY_CHUNK)
+            if not chunk:
+                break
+            node.data.buf.extend(chunk)  # type: ignore[union-attr]
+
+
+# --------------------------------------------------------------------------- DirLayer
+
+# index record layout (msgpack lists): kind, mode, uid, gid, size, atime, mtime, ctime,
+# nlink, rdev, ino, target, xattrs, opaque, redirect, metacopy, origin_ino
+_KINDS = list(Kind)
+_KIND_CODE = {k: i for i, k in enumerate(_KINDS)}
+_INDEX_VERSION = 2
+
+
+def _default_cache_dir() -> str:
+    base = os.environ.get("UNIONFS_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "unionfs", "index")
+    return base
+
+
+def _entry_from_stat(st: os.stat_result, host: str, xattrs, marks: _wh.Marks,
+                     opaque: bool = False) -> Entry:
+    kind = Kind.from_mode(st.st_mode)
+    target = os.readlink(host) if kind is Kind.SYMLINK else None
+    return Entry(kind=kind, mode=_stat.S_IMODE(st.st_mode), uid=st.st_uid, gid=st.st_gid,
+                 size=st.st_size, atime_ns=st.st_atime_ns, mtime_ns=st.st_mtime_ns,
+                 ctime_ns=st.st_ctime_ns, nlink=st.st_nlink, rdev=st.st_rdev, ino=st.st_ino,
+                 target=target, xattrs=xattrs, opaque=opaque or marks.opaque,
+                 redirect=marks.redirect, metacopy=marks.metacopy, origin_ino=marks.origin_ino)
+
+
+_WHITEOUT_ENTRY = Entry(kind=Kind.WHITEOUT, mode=0, nlink=1)
+
+
+class DirLayer:
+    """A layer stored in a host directory, in overlayfs (or OCI) on-disk form.
+
+    ``DirLayer(path)`` is a read-only lower: its tree is indexed once (a walk of the
+    directory, kept in memory and cached on disk as msgpack under ``cache_dir``, re-used
+    while every directory's mtime and ctime are unchanged), so a lookup is a dict access.
+    ``DirLayer(path, writable=True)`` is an upper: every call goes to the host directory and
+    whiteouts/opaque marks are written in ``fmt`` (default: probed by
+    ``whiteout.default_format``). Copy-up goes through ``workdir`` (default: a hidden sibling
+    ``.<name>.unionfs-work`` next to the directory), created on first use.
+
+    Host errors come back as ``unionfs.errors`` classes naming the union path.
+    """
+
+    def __init__(self, path: str | os.PathLike, writable: bool = False, *,
+                 fmt: _wh.Format | None = None, name: str | None = None,
+                 workdir: str | os.PathLike | None = None, cache: bool = True,
+                 cache_dir: str | os.PathLike | None = None) -> None:
+        self.root = os.path.abspath(os.fspath(path))
+        if not os.path.isdir(self.root):
+            raise NotFound(self.root, "layer directory does not exist") if not \
+                os.path.exists(self.root) else NotADir(self.root)
+        self.name = name or os.path.basename(self.root) or self.root
+        self.writable = writable
+        self._fmt = fmt
+        self._workdir = os.fspath(workdir) if workdir is not None else None
+        self._lock = threading.RLock()
+        self._tmp_seq = 0
+        self._raw: dict[str, list] | None = None
+        self._children: dict[str, list[str]] | None = None
+        self._entries: dict[str, Entry] = {}
+        self._blobs: dict[str, bytes] = {}
+        self.index_source = "live"
+        if not writable:
+            self._load_index(cache, cache_dir)
+
+    def __repr__(self) -> str:
+        return f"DirLayer({self.root!r}, writable={self.writable})"
+
+    # -- format / workdir
+    @property
+    def format(self) -> _wh.Format:
+        """The whiteout format this layer writes (probed on first use)."""
+        if self._fmt is None:
+            self._fmt = _wh.default_format(self.root)
+        return self._fmt
+
+    @property
+    def workdir(self) -> str:
+        """The work directory (created on first use), on the upper's filesystem."""
+        if self._workdir is None:
+            parent, base = os.path.split(self.root)
+            self._workdir = os.path.join(parent, f".{base}.unionfs-work")
+        os.makedirs(self._workdir, exist_ok=True)
+        return self._workdir
+
+    def set_workdir(self, workdir: str | os.PathLike) -> None:
+        self._workdir = os.fspath(workdir)
+
+    def _host(self, path: str) -> str:
+        return self.root if path == "/" else self.root + path
+
+    # -- the index of a read-only layer
+    def _cache_file(self, cache_dir: str | os.PathLike | None) -> str:
+        st = os.stat(self.root)
+        key = hashlib.sha256(f"{self.root}\0{st.st_dev}\0{st.st_ino}".encode()).hexdigest()
+        return os.path.join(os.fspath(cache_dir or _default_cache_dir()), key[:40] + ".msgpack")
+
+    def _load_index(self, cache: bool, cache_dir) -> None:
+        import msgpack
+
+        cache_file = self._cache_file(cache_dir) if cache else None
+        if cache_file is not None:
+            try:
+                with open(cache_file, "rb") as f:
+                    doc = msgpack.unpackb(f.read(), raw=False, strict_map_key=False,
+                                          use_list=True)
+                if doc.get("v") == _INDEX_VERSION and doc.get("root") == self.root and \
+                        self._dirs_unchanged(doc["dirs"]):
+                    # each directory's records stay packed until first asked for, so
+                    # opening a big index costs little more than reading the file
+                    self._raw, self._children = {"/": doc["rootrec"]}, {}
+                    self._blobs = doc["blobs"]
+                    self.index_source = "cache"
+                    return
+            except (OSError, ValueError, KeyError, TypeError,
+                    msgpack.exceptions.ExtraData, msgpack.exceptions.FormatError):
+                pass  # a missing, stale or damaged cache is simply rebuilt
+        raw: dict[str, list] = {}
+        children: dict[str, list[str]] = {}
+        dirs: list[list] = []
+        self._scan("/", self.root, raw, children, dirs)
+        self._raw, self._children = raw, children
+        self.index_source = "scan"
+        if cache_file is not None:
+            blobs = {d: msgpack.packb([[n, raw[join(d, n)]] for n in names], use_bin_type=True)
+                     for d, names in children.items()}
+            doc = {"v": _INDEX_VERSION, "root": self.root, "dirs": dirs,
+                   "rootrec": raw["/"], "blobs": blobs}
+            with contextlib.suppress(OSError):
+                _atomic_write(cache_file, msgpack.packb(doc, use_bin_type=True))
+
+    def _load_dir(self, path: str) -> None:
+        import msgpack
+
+        with self._lock:
+            blob = self._blobs.pop(path, None)
+            if blob is None:
+                return
+            names = []
+            for name, rec in msgpack.unpackb(blob, raw=False, use_list=True):
+                self._raw[join(path, name)] = rec  # type: ignore[index]
+                names.append(name)
+            self._children[path] = names  # type: ignore[index]
+
+    def _dirs_unchanged(self, dirs: list[list]) -> bool:
+        root = self.root
+        for rel, mtime, ctime in dirs:
+            try:
+                st = os.lstat(root if rel == "/" else root + rel)
+            except OSError:
+                return False
+            if st.st_mtime_ns != mtime or st.st_ctime_ns != ctime:
+                return False
+        return True
+
+    def _scan(self, path: str, host: str, raw: dict, children: dict, dirs: list) -> None:
+        st = os.lstat(host)
+        xattrs, marks = _wh.read_xattrs(host)
+        items, opaque = _wh.scan_dir(host, marks)
+        raw[path] = _pack(_entry_from_stat(st, host, xattrs, marks, opaque))
+        dirs.append([path, st.st_mtime_ns, st.st_ctime_ns])
+        names = []
+        for item in items:
+            child = join(path, item.name)
+            names.append(item.name)
+            chost = os.path.join(host, item.host_name)
+            if item.whiteout:
+                raw[child] = [_KIND_CODE[Kind.WHITEOUT]]
+            elif _stat.S_ISDIR(item.st.st_mode):
+                self._scan(child, chost, raw, children, dirs)
+            else:
+                cx, cm = _wh.read_xattrs(chost)
+                raw[child] = _pack(_entry_from_stat(item.st, chost, cx, cm))
+        children[path] = names
+
+    # -- Layer
+    def lookup(self, path: str) -> Entry | None:
+        if self._raw is not None:
+            e = self._entries.get(path)
+            if e is None:
+                rec = self._raw.get(path)
+                if rec is None:
+                    if self._blobs and path != "/":
+                        head = split(path)[0]
+                        if head in self._blobs:
+                            self._load_dir(head)
+                            rec = self._raw.get(path)
+                    if rec is None:
+                        return None
+                e = _unpack(rec)
+                self._entries[path] = e
+            return e
+        return self._live_lookup(path)
+
+    def _live_lookup(self, path: str) -> Entry | None:
+        host = self._host(path)
+        try:
+            st = os.lstat(host)
+        except (FileNotFoundError, NotADirectoryError):
+            if path != "/":
+                head, name = split(path)
+                if os.path.lexists(os.path.join(self._host(head), _wh.WH_PREFIX + name)):
+                    return _WHITEOUT_ENTRY
+            return None
+        except OSError as e:
+            raise from_oserror(e, path) from None
+        if path != "/":
+            head, name = split(path)
+            if _wh.is_reserved_name(name):
+                return None
+            if _wh.is_chardev_whiteout(st):
+                return _WHITEOUT_ENTRY
+            if _stat.S_ISREG(st.st_mode) and st.st_size == 0 and _wh.is_xattr_whiteout(
+                    host, st, _wh.read_marks(self._host(head))):
+                return _WHITEOUT_ENTRY
+            if os.path.lexists(os.path.join(self._host(head), _wh.WH_PREFIX + name)):
+                return _WHITEOUT_ENTRY
+        xattrs, marks = _wh.read_xattrs(host)
+        opaque = _stat.S_ISDIR(st.st_mode) and _wh.dir_has_opaque_marker(host)
+        return _entry_from_stat(st, host, xattrs, marks, opaque)
+
+    def listdir(self, path: str) -> list[str]:
+        if self._children is not None:
+            if self._blobs and path in self._blobs:
+                self._load_dir(path)
+            names = self._children.get(path)
+            if names is None:
+                e = self.lookup(path)
+                if e is None or e.is_whiteout:
+                    raise NotFound(path)
+                raise NotADir(path)
+            return list(names)
+        host = self._host(path)
+        try:
+            items, _ = _wh.scan_dir(host)
+        except OSError as e:
+            raise from_oserror(e, path) from None
+        return [i.name for i in items]
+
+    def read(self, path: str, offset: int, size: int) -> bytes:
+        try:
+            fd = os.open(self._host(path), os.O_RDONLY | os.O_NOFOLLOW)
+            try:
+                return os.pread(fd, size, offset)
+            finally:
+                os.close(fd)
+        except OSError as e:
+            raise from_oserror(e, path) from None
+
+    def open_read(self, path: str) -> BinaryIO:
+        from .upper import HostFile
+
+        try:
+            fd = os.open(self._host(path), os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError as e:
+            raise from_oserror(e, path) from None
+        return HostFile(fd, readable=True, writable=False, name=path)  # type: ignore[return-value]
+
+    def readlink(self, path: str) -> str:
+        try:
+            return os.readlink(self._host(path))
+        except OSError as e:
+            if e.errno == _errno.EINVAL:
+                raise InvalidPath(path) from None
+            raise from_oserror(e, path) from None
+
+    def host_path(self, path: str) -> str | None:
+        return self._host(path)
+
+    # -- WritableLayer
+    def _call(self, path: str, fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except OSError as e:
+            raise from_oserror(e, path) from None
+
+    def _check_absent(self, path: str) -> None:
+        e = self._live_lookup(path)
+        if e is not None:
+            raise Exists(path)
+
+    def mkdir(self, path: str, mode: int = 0o755) -> None:
+        self._check_absent(path)
+        host = self._host(path)
+        self._call(path, os.mkdir, host, mode)
+        self._call(path, os.chmod, host, mode & 0o7777)
+
+    def open_write(self, path: str, *, create: bool = False, truncate: bool = False,
+                   mode: int = 0o644, append: bool = False, readable: bool = True) -> BinaryIO:
+        from .upper import HostFile
+
+        host = self._host(path)
+        flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC
+        if truncate:
+            flags |= os.O_TRUNC
+        if append:
+            flags |= os.O_APPEND
+        created = False
+        try:
+            fd = os.open(host, flags)
+        except FileNotFoundError:
+            if not create:
+                raise NotFound(path) from None
+            self._check_absent(path)
+            fd = self._call(path, os.open, host, flags | os.O_CREAT | os.O_EXCL, mode & 0o777)
+            created = True
+        except OSError as e:
+            raise from_oserror(e, path) from None
+        if created:
+            os.fchmod(fd, mode & 0o7777)
+        return HostFile(fd, readable=readable, writable=True, append=append, name=path)  # type: ignore[return-value]
+
+    def _tempname(self, kind: str = "tmp") -> str:
+        with self._lock:
+            self._tmp_seq += 1
+            seq = self._tmp_seq
+        return os.path.join(self.workdir, f"#{kind}.{os.getpid()}.{threading.get_ident()}.{seq}")
+
+    def copy_in(self, path: str, source: Layer, source_path: str) -> None:
+        entry = source.lookup(source_path)
+        if entry is None:
+            raise NotFound(source_path)
+        self.copy_up(path, entry, source, source_path)
+
+    def copy_up(self, path: str, entry: Entry, source: Layer | None, source_path: str,
+                *, data: bool = True, metacopy: bool = False, origin_ino: int | None = None,
+                xattrs: bool = True, fsync: bool = True) -> None:
+        """Create ``path`` as a copy of ``entry`` through a temporary in the work directory:
+        data (``copy_file_range``, falling back to ``sendfile``; never whole in memory),
+        owner, mode, xattrs, times and the private origin mark are all set on the temporary,
+        which is then renamed into place, so no partial object is ever visible at ``path``.
+        ``metacopy=True`` makes a metadata-only file (right size, data left below);
+        ``data=False`` without it an empty file. ``fsync=False`` skips the flush to disk
+        (the kernel's ``volatile`` option): still atomic, no longer durable."""
+        self._check_absent(path)
+        tmp = self._tempname("copyup")
+        try:
+            if entry.kind is Kind.DIR:
+                os.mkdir(tmp, 0o700)
+            elif entry.kind is Kind.FILE:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+                try:
+                    if metacopy:
+                        os.ftruncate(fd, entry.size)
+                    elif data and source is not None:
+                        _copy_data(fd, source, source_path, entry.size)
+                    if fsync:  # durable before it becomes visible (kernel: unless volatile)
+                        os.fsync(fd)
+                finally:
+                    os.close(fd)
+            elif entry.kind is Kind.SYMLINK:
+                os.symlink(entry.target or "", tmp)
+            else:
+                os.mknod(tmp, entry.st_mode, entry.rdev)
+            if xattrs:
+                for name, value in entry.xattrs:
+                    with contextlib.suppress(OSError):  # e.g. user.* on a symlink: EPERM
+                        os.setxattr(tmp, _wh.escape_xattr(name), value,
+                                    follow_symlinks=False)
+            fmt = self.format
+            if origin_ino is not None:
+                self._record_origin(tmp, origin_ino)
+            if fmt.xattr_prefix is not None and entry.kind is Kind.FILE and metacopy:
+                _wh.write_metacopy(tmp, True, fmt)
+            os.chown(tmp, entry.uid, entry.gid, follow_symlinks=False)
+            if entry.kind is not Kind.SYMLINK:
+                os.chmod(tmp, entry.mode)
+            os.utime(tmp, ns=(entry.atime_ns, entry.mtime_ns), follow_symlinks=False)
+            os.rename(tmp, self._host(path))
+        except OSError as e:
+            _remove_quietly(tmp)
+            raise from_oserror(e, path) from None
+        except BaseException:
+            _remove_quietly(tmp)
+            raise
+
+    def symlink(self, path: str, target: str) -> None:
+        self._check_absent(path)
+        self._call(path, os.symlink, target, self._host(path))
+
+    def link(self, existing: str, new: str) -> None:
+        self._check_absent(new)
+        self._call(new, os.link, self._host(existing), self._host(new), follow_symlinks=False)
+
+    def mknod(self, path: str, kind: Kind, mode: int = 0o644, rdev: int = 0) -> None:
+        if kind not in (Kind.FIFO, Kind.SOCKET, Kind.CHAR, Kind.BLOCK, Kind.FILE):
+            raise InvalidPath(path, f"mknod cannot make a {kind.value}")
+        if kind is Kind.CHAR and rdev == 0:
+            raise InvalidPath(path, "a 0/0 character device is a whiteout")
+        self._check_absent(path)
+        host = self._host(path)
+        self._call(path, os.mknod, host, kind.s_ifmt | (mode & 0o7777), rdev)
+        self._call(path, os.chmod, host, mode & 0o7777)
+
+    def remove(self, path: str) -> None:
+        head, name = split(path)
+        phost = self._host(head)
+        if _wh.remove_whiteout(phost, name):
+            return
+        host = self._host(path)
+        try:
+            st = os.lstat(host)
+        except OSError as e:
+            raise from_oserror(e, path) from None
+        if _stat.S_ISDIR(st.st_mode):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(host, _wh.OPAQUE_MARKER))
+            self._call(path, os.rmdir, host)
+        else:
+            self._call(path, os.unlink, host)
+
+    def rename(self, src: str, dst: str) -> None:
+        self._call(src, os.rename, self._host(src), self._host(dst))
+
+    def exchange(self, a: str, b: str) -> None:
+        """Swap the objects at ``a`` and ``b`` (``renameat2(RENAME_EXCHANGE)``)."""
+        _renameat2(self._host(a), self._host(b), 2, a)
+
+    def whiteout(self, path: str) -> None:
+        head, name = split(path)
+        _wh.write_whiteout(self._host(head), name, self.format)
+
+    def set_opaque(self, path: str, opaque: bool = True) -> None:
+        _wh.write_opaque(self._host(path), self.format, opaque)
+
+    def set_redirect(self, path: str, target: str | None) -> None:
+        _wh.write_redirect(self._host(path), target, self.format)
+
+    def set_metacopy(self, path: str, metacopy: bool) -> None:
+        if self.format.xattr_prefix is None and not metacopy:
+            return
+        _wh.write_metacopy(self._host(path), metacopy, self.format)
+
+    def set_origin(self, path: str, ino: int | None) -> None:
+        """Record the union inode number ``path`` had before copy-up (a private xattr)."""
+        self._record_origin(self._host(path), ino)
+
+    def _record_origin(self, host: str, ino: int | None) -> None:
+        # the OCI format is for places without overlay xattrs; try the namespace this process
+        # may write anyway, and live without the record (inode numbers then hold for one
+        # mount only) where there is none
+        fmt = self.format
+        if fmt.xattr_prefix is None:
+            fmt = _wh.Format.OVERLAY if os.geteuid() == 0 else _wh.Format.USER
+        with contextlib.suppress(OSError):
+            _wh.write_private(host, _wh.INO_SUFFIX, None if ino is None else str(ino).encode(),
+                              fmt)
+
+    def chmod(self, path: str, mode: int) -> None:
+        self._call(path, os.chmod, self._host(path), mode & 0o7777)
+
+    def chown(self, path: str, uid: int, gid: int) -> None:
+        self._call(path, os.chown, self._host(path), uid, gid, follow_symlinks=False)
+
+    def utime(self, path: str, atime_ns: int, mtime_ns: int) -> None:
+        self._call(path, os.utime, self._host(path), ns=(atime_ns, mtime_ns),
+                   follow_symlinks=False)
+
+    def truncate(self, path: str, size: int) -> None:
+        self._call(path, os.truncate, self._host(path), size)
+
+    def setxattr(self, path: str, name: str, value: bytes, flags: int = 0) -> None:
+        self._call(path, os.setxattr, self._host(path), _wh.escape_xattr(name), value, flags,
+                   follow_symlinks=False)
+
+    def removexattr(self, path: str, name: str) -> None:
+        self._call(path, os.removexattr, self._host(path), _wh.escape_xattr(name),
+                   follow_symlinks=False)
+
+    def statvfs(self) -> os.statvfs_result:
+        return self._call("/", os.statvfs, self.root)
+
+    # -- index=on support (the kernel's workdir/index: one hard link per copied-up group)
+    def _index_path(self, key: str) -> str:
+        d = os.path.join(self.workdir, "index")
+        os.makedirs(d, exist_ok=True)
+        return os.path.join(d, key)
+
+    def index_lookup(self, key: str) -> bool:
+        return os.path.lexists(self._index_path(key))
+
+    def index_store(self, key: str, path: str) -> None:
+        ipath = self._index_path(key)
+        if not os.path.lexists(ipath):
+            self._call(path, os.link, self._host(path), ipath)
+
+    def index_link(self, key: str, path: str) -> None:
+        self._check_absent(path)
+        self._call(path, os.link, self._index_path(key), self._host(path))
+
+    def index_nlink(self, key: str) -> int:
+        return os.lstat(self._index_path(key)).st_nlink
+
+    def index_entry(self, key: str) -> Entry:
+        host = self._index_path(key)
+        st = os.lstat(host)
+        xattrs, marks = _wh.read_xattrs(host)
+        return _entry_from_stat(st, host, xattrs, marks)
+
+    def index_open(self, key: str) -> BinaryIO:
+        from .upper import HostFile
+
+        fd = os.open(self._index_path(key), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        return HostFile(fd, readable=True, writable=False, name=key)  # type: ignore[return-value]
+
+    def index_get_count(self, key: str) -> tuple[int, int]:
+        """``(lower links of the group, lower links consumed)``, kept in an xattr of the
+        index entry so it survives a remount."""
+        try:
+            raw = os.getxattr(self._index_path(key), "user.unionfs.links").decode()
+            lower, consumed = raw.split(",")
+            return int(lower), int(consumed)
+        except (OSError, ValueError):
+            return (1, 0)
+
+    def index_set_count(self, key: str, value: tuple[int, int]) -> None:
+        with contextlib.suppress(OSError):
+            os.setxattr(self._index_path(key), "user.unionfs.links",
+                        f"{value[0]},{value[1]}".encode())
+
+
+def _pack(e: Entry) -> list:
+    return [_KIND_CODE[e.kind], e.mode, e.uid, e.gid, e.size, e.atime_ns, e.mtime_ns,
+            e.ctime_ns, e.nlink, e.rdev, e.ino, e.target,
+            [[k, v] for k, v in e.xattrs] if e.xattrs else None, e.opaque, e.redirect,
+            e.metacopy, e.origin_ino]
+
+
+def _unpack(rec: list) -> Entry:
+    kind = _KINDS[rec[0]]
+    if kind is Kind.WHITEOUT:
+        return _WHITEOUT_ENTRY
+    (_, mode, uid, gid, size, atime, mtime, ctime, nlink, rdev, ino, target, xattrs, opaque,
+     redirect, metacopy, origin) = rec
+    return Entry(kind=kind, mode=mode, uid=uid, gid=gid, size=size, atime_ns=atime,
+                 mtime_ns=mtime, ctime_ns=ctime, nlink=nlink, rdev=rdev, ino=ino,
+                 target=target, xattrs=tuple((k, v) for k, v in xattrs) if xattrs else (),
+                 opaque=opaque, redirect=redirect, metacopy=metacopy, origin_ino=origin)
+
+
+def _atomic_write(path: str, data: bytes) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        if os.path.isdir(path) and not os.path.islink(path):
+            os.rmdir(path)
+        else:
+            os.unlink(path)
+    except OSError:
+        pass
+
+
+def _copy_data(fd_out: int, source: Layer, source_path: str, size: int) -> None:
+    """Copy a regular file's data into ``fd_out`` without holding it in memory:
+    ``copy_file_range`` (reflink/server-side where the filesystem can), else ``sendfile``,
+    else a chunked stream for layers that are not on disk."""
+    host = source.host_path(source_path)
+    if host is None:
+        with source.open_read(source_path) as f:
+            while True:
+                chunk = f.read(_COPY_CHUNK)
+                if not chunk:
+                    return
+                os.write(fd_out, chunk)
+    fd_in = os.open(host, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        total = os.fstat(fd_in).st_size
+        done = 0
+        use_cfr = hasattr(os, "copy_file_range")
+        while done < total:
+            n = 0
+            if use_cfr:
+                try:
+                    n = os.copy_file_range(fd_in, fd_out, min(total - done, 1 << 30), done,
+                                           done)
+                except OSError as e:
+                    if e.errno not in (_errno.EXDEV, _errno.ENOSYS, _errno.EINVAL,
+                                       _errno.EOPNOTSUPP):
+                        raise
+                    use_cfr = False
+                    continue
+            else:
+                os.lseek(fd_out, done, os.SEEK_SET)
+                n = os.sendfile(fd_out, fd_in, done, min(total - done, 1 << 30))
+            if n == 0:
+                break
+            done += n
+    finally:
+        os.close(fd_in)
+
+
+def _renameat2(src: str, dst: str, flags: int, path: str) -> None:
+    """``renameat2(2)`` through libc (Python has no binding); raises the engine error."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    fn = libc.renameat2
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                   ctypes.c_uint]
+    at_fdcwd = -100
+    if fn(at_fdcwd, os.fsencode(src), at_fdcwd, os.fsencode(dst), flags) != 0:
+        code = ctypes.get_errno()
+        raise from_oserror(OSError(code, os.strerror(code)), path)
+
+
+__all__ = ["DirLayer", "Layer", "MemoryLayer", "walk_layer"]

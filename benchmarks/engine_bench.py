@@ -1,0 +1,238 @@
+"""Engine speed against plain ``os`` calls, measured in one run.
+
+For stacks of 1, 8, 32 and 128 lower layers holding N files between them (every directory
+present in every layer: the worst case for merging), it times ``stat``, ``listdir``, ``which``
+and small-file reads through ``UnionFS`` and the same calls with ``os`` on one plain
+directory holding the merged tree, and reports each as a ratio (engine / os). It also times
+opening a cached index of a 100k-entry layer and a copy-up of a large file against ``cp``.
+
+    .venv/bin/python benchmarks/engine_bench.py            # 20k files, 1/8/32/128 layers
+    .venv/bin/python benchmarks/engine_bench.py --quick    # 5k files, 1/8/32 layers, small
+    .venv/bin/python benchmarks/engine_bench.py --files 100000 --json out.json
+
+Goals (issue 2): 128 layers within 1.2x of 1 layer; engine stat at least as fast as
+os.lstat on the plain merged directory; copy-up within 1.2x of cp; index open < 0.5 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from unionfs.layer import DirLayer
+from unionfs.union import UnionFS
+
+DIRS = 100
+
+
+def build_stack(root: str, files: int, layers: int) -> tuple[list[str], str, list[str]]:
+    """Layer dirs (top-most first), the plain merged dir, and every union file path."""
+    layer_dirs = [os.path.join(root, f"layer{k:03d}") for k in range(layers)]
+    plain = os.path.join(root, "plain")
+    for d in [*layer_dirs, plain]:
+        for i in range(DIRS):
+            os.makedirs(os.path.join(d, f"d{i:03d}"), exist_ok=True)
+    paths = []
+    payload = b"x" * 512
+    for n in range(files):
+        rel = f"/d{n % DIRS:03d}/f{n:06d}"
+        paths.append(rel)
+        for target in (layer_dirs[n % layers], plain):
+            with open(target + rel, "wb") as f:
+                f.write(payload)
+    return layer_dirs, plain, paths
+
+
+def timed(fn, *args) -> float:
+    t0 = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - t0
+
+
+def bench_stack(tmp: str, files: int, layers: int, sample: int) -> dict:
+    root = os.path.join(tmp, f"stack{layers}")
+    layer_dirs, plain, paths = build_stack(root, files, layers)
+    cache = os.path.join(tmp, "cache")
+    t_index = timed(lambda: [DirLayer(d, cache_dir=cache) for d in layer_dirs])
+    t0 = time.perf_counter()
+    lowers = [DirLayer(d, cache_dir=cache) for d in layer_dirs]
+    t_open = time.perf_counter() - t0
+    fs = UnionFS(lowers)
+    rng = random.Random(1)
+    order = paths[:]
+    rng.shuffle(order)
+    host = [plain + p for p in order]
+    dirs = [f"/d{i:03d}" for i in range(DIRS)]
+    reads = order[:sample]
+
+    def engine_stat():
+        for p in order:
+            fs.stat(p)
+
+    def os_stat():
+        for p in host:
+            os.lstat(p)
+
+    def engine_list():
+        for d in dirs:
+            fs.listdir(d)
+
+    def os_list():
+        for d in dirs:
+            os.listdir(plain + d)
+
+    def engine_which():
+        for p in reads:
+            fs.which(p)
+
+    def engine_read():
+        for p in reads:
+            with fs.open(p, "rb") as f:
+                f.read()
+
+    def os_read():
+        for p in reads:
+            with open(plain + p, "rb") as f:
+                f.read()
+
+    upper_dir = os.path.join(root, "upper")
+    os.makedirs(upper_dir)
+    fs_up = UnionFS(lowers, DirLayer(upper_dir, writable=True))
+
+    def engine_stat_upper():  # the container case: an (empty) writable upper on top
+        for p in order:
+            fs_up.stat(p)
+
+    cold = timed(engine_stat)  # first pass merges each directory once
+    res = {
+        "layers": layers, "files": files,
+        "index_build_s": round(t_index, 4), "index_open_s": round(t_open, 4),
+        "stat_cold_s": round(cold, 4),
+    }
+    for name, eng, ref in (("stat", engine_stat, os_stat),
+                           ("stat_upper", engine_stat_upper, os_stat),
+                           ("listdir", engine_list, os_list),
+                           ("read", engine_read, os_read), ("which", engine_which, os_stat)):
+        e = min(timed(eng) for _ in range(3))
+        o = min(timed(ref) for _ in range(3))
+        if name == "which":  # compared with lstat of as many paths
+            o = o * len(reads) / len(order)
+        res[f"{name}_engine_s"] = round(e, 4)
+        res[f"{name}_os_s"] = round(o, 4)
+        res[f"{name}_ratio"] = round(e / o, 2)
+    shutil.rmtree(root)
+    return res
+
+
+def bench_index(tmp: str, entries: int) -> dict:
+    root = os.path.join(tmp, "big")
+    per_dir = 1000
+    for n in range(entries):
+        d = os.path.join(root, f"d{n // per_dir:04d}")
+        if n % per_dir == 0:
+            os.makedirs(d)
+        with open(os.path.join(d, f"f{n:06d}"), "wb"):
+            pass
+    cache = os.path.join(tmp, "bigcache")
+    t_scan = timed(DirLayer, root, False)
+    t_first = timed(lambda: DirLayer(root, cache_dir=cache))
+    t_open = min(timed(lambda: DirLayer(root, cache_dir=cache)) for _ in range(3))
+    layer = DirLayer(root, cache_dir=cache)
+    assert layer.index_source == "cache"
+    shutil.rmtree(root)
+    return {"entries": entries, "scan_no_cache_s": round(t_scan, 3),
+            "scan_and_write_cache_s": round(t_first, 3), "open_cached_s": round(t_open, 3)}
+
+
+def bench_copy_up(tmp: str, mib: int) -> dict:
+    low = os.path.join(tmp, "cu-lower")
+    os.makedirs(low)
+    big = os.path.join(low, "big")
+    block = os.urandom(1 << 20)
+    with open(big, "wb") as f:
+        for _ in range(mib):
+            f.write(block)
+    results = []
+    for _ in range(3):
+        up = tempfile.mkdtemp(dir=tmp)
+        fs = UnionFS([DirLayer(low, cache=False)], DirLayer(up, writable=True))
+        t_engine = timed(fs.copy_up, "/big")
+        up2 = tempfile.mkdtemp(dir=tmp)
+        fs = UnionFS([DirLayer(low, cache=False)], DirLayer(up2, writable=True), volatile=True)
+        t_volatile = timed(fs.copy_up, "/big")
+        shutil.rmtree(up2)
+        dst = os.path.join(tmp, "cp-copy")
+        t_cp = timed(subprocess.run, ["cp", big, dst])
+        # cp does not fsync; the engine's copy-up does (crash safety): time a synced cp too
+        t_cp_sync = t_cp + timed(subprocess.run, ["sync", dst])
+        os.unlink(dst)
+        shutil.rmtree(up)
+        results.append((t_engine, t_cp, t_cp_sync, t_volatile))
+    e, c, cs, v = (min(r[i] for r in results) for i in range(4))
+    shutil.rmtree(low)
+    return {"mib": mib, "engine_s": round(e, 3), "engine_volatile_s": round(v, 3),
+            "ratio_volatile_vs_cp": round(v / c, 2), "cp_s": round(c, 3),
+            "cp_then_sync_s": round(cs, 3), "ratio_vs_cp": round(e / c, 2),
+            "ratio_vs_cp_sync": round(e / cs, 2)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--files", type=int, default=20000)
+    ap.add_argument("--layers", default="1,8,32,128")
+    ap.add_argument("--index-entries", type=int, default=100000)
+    ap.add_argument("--copy-mib", type=int, default=256)
+    ap.add_argument("--sample", type=int, default=2000, help="files read / asked 'which'")
+    ap.add_argument("--quick", action="store_true", help="reduced scale: a minute or less")
+    ap.add_argument("--json", help="also write the JSON here")
+    ap.add_argument("--tmp", default=None, help="where to build the trees")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.files, args.layers, args.index_entries, args.copy_mib, args.sample = \
+            5000, "1,8,32", 100000, 64, 1000
+    layers = [int(x) for x in args.layers.split(",")]
+    tmp = tempfile.mkdtemp(prefix="unionfs-bench-", dir=args.tmp)
+    try:
+        stacks = [bench_stack(tmp, args.files, n, args.sample) for n in layers]
+        index = bench_index(tmp, args.index_entries)
+        copy = bench_copy_up(tmp, args.copy_mib)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    base = stacks[0]
+    print(f"{'layers':>6} {'files':>7} {'stat':>7} {'stat+up':>8} {'listdir':>8} {'read':>7} "
+          f"{'which':>7} "
+          f"{'stat vs 1 layer':>16} {'cold stat s':>12} {'index open s':>13}")
+    for r in stacks:
+        print(f"{r['layers']:>6} {r['files']:>7} {r['stat_ratio']:>6}x "
+              f"{r['stat_upper_ratio']:>7}x {r['listdir_ratio']:>7}x "
+              f"{r['read_ratio']:>6}x {r['which_ratio']:>6}x "
+              f"{r['stat_engine_s'] / base['stat_engine_s']:>15.2f}x "
+              f"{r['stat_cold_s']:>12} {r['index_open_s']:>13}")
+    print("(ratios: engine time / os time on the plain merged directory; lower is better)")
+    print(f"index of {index['entries']} entries: scan {index['scan_no_cache_s']} s, "
+          f"open from cache {index['open_cached_s']} s (goal < 0.5 s)")
+    print(f"copy-up of {copy['mib']} MiB: engine {copy['engine_s']} s (fsync), cp {copy['cp_s']} s "
+          f"({copy['ratio_vs_cp']}x; vs cp+sync {copy['ratio_vs_cp_sync']}x); volatile=True "
+          f"{copy['engine_volatile_s']} s ({copy['ratio_volatile_vs_cp']}x vs cp; goal <= 1.2x)")
+    doc = {"stacks": stacks, "index": index, "copy_up": copy,
+           "layer_independence": {str(r["layers"]): round(r["stat_engine_s"]
+                                                         / base["stat_engine_s"], 2)
+                                  for r in stacks}}
+    print(json.dumps(doc))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(doc, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1744 @@
+"""``UnionFS``: Linux overlayfs semantics over ``Layer`` objects, with an ``os``-shaped API.
+
+Lookup goes through the upper layer (live: it changes) and a merged view of the lower layers
+(``_LowerView``: lowers never change, so each directory of it is merged once and cached, and a
+lookup costs one dict access whatever the number of layers). Every change goes to the upper:
+objects are copied up first (parents first, metadata before the object appears), deletions of
+lower objects leave whiteouts, and directories created over whiteouts are opaque.
+
+The reference is ``Documentation/filesystems/overlayfs.rst``; the intentional differences are
+listed in ``docs/engine.md``.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import hashlib
+import io
+import os
+import stat as _stat
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+from . import path as _p
+from .entry import Entry, Kind
+from .errors import (
+    CrossDevice,
+    Exists,
+    InvalidPath,
+    IsADir,
+    Loop,
+    NameTooLong,
+    NoData,
+    NotADir,
+    NotEmpty,
+    NotFound,
+    NotPermitted,
+    NotSupported,
+    PermissionDenied,
+    ReadOnly,
+    UnionFSError,
+    from_errno,
+)
+from .layer import Layer
+from .trace import Event, EventKind, Tracer
+
+RENAME_NOREPLACE = 1
+RENAME_EXCHANGE = 2
+RENAME_WHITEOUT = 4
+
+_MAX_SYMLINKS = 40
+_MISS = object()
+
+
+def _normalize(path: Any) -> str:
+    """``unionfs.path.normalize`` without its check of each name's length: the engine checks
+    a name (ENAMETOOLONG) when it looks it up, after its parents, as the kernel does."""
+    if isinstance(path, os.PathLike):
+        path = os.fspath(path)
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    if not isinstance(path, str):
+        raise TypeError(f"path must be str, bytes or os.PathLike, not {type(path).__name__}")
+    if path == "":
+        raise NotFound(path)
+    if "\0" in path:
+        raise InvalidPath(path, "embedded NUL in path")
+    if len(os.fsencode(path)) >= _p.PATH_MAX:
+        raise NameTooLong(path)
+    parts: list[str] = []
+    for part in path.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if parts:
+                parts.pop()
+            continue
+        parts.append(part)
+    return "/" + "/".join(parts)
+
+
+def _check_user_xattr(node: _Node, name: str, path: str) -> None:
+    """Linux allows ``user.*`` xattrs on regular files and directories only (EPERM)."""
+    if name.startswith("user.") and node.kind not in (Kind.FILE, Kind.DIR):
+        raise NotPermitted(path, "user.* extended attributes need a file or directory")
+
+
+def _check_name(name: str, path: str) -> None:
+    """Names starting with ``.wh.`` are the OCI whiteout spelling: a layer could not store
+    them without changing their meaning, so the engine refuses them (EINVAL)."""
+    if name.startswith(".wh."):
+        raise InvalidPath(path, "names starting with .wh. are reserved for whiteouts")
+
+
+def _changing(fn):
+    """Mark a method that may change the upper: upper lookups bypass the cache while it runs
+    and the cache is dropped before and after."""
+
+    @functools.wraps(fn)
+    def wrapper(self, *args, **kwargs):
+        with self._lock:
+            self._ucache.clear()
+            self._stat_cache.clear()
+            self._changing += 1
+            try:
+                return fn(self, *args, **kwargs)
+            finally:
+                self._changing -= 1
+                self._ucache.clear()
+                self._stat_cache.clear()
+
+    return wrapper
+_INO_BITS = 48
+_INO_MASK = (1 << _INO_BITS) - 1
+
+
+def _compose_ino(fsid: int, ino: int) -> int:
+    """The kernel's "xino" idea: the layer number in the high bits, the layer's own inode
+    number in the low 48. An inode number too large for 48 bits is folded by hashing."""
+    if ino > _INO_MASK:
+        ino = int.from_bytes(hashlib.blake2b(ino.to_bytes(16, "little"),
+                                             digest_size=6).digest(), "little")
+    return (fsid << _INO_BITS) | ino
+
+
+# --------------------------------------------------------------------------- values
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """One layer's object at a union path: ``layer_index`` is ``None`` for the upper, else
+    the position in ``lowers`` (0 = top-most lower)."""
+
+    layer_index: int | None
+    layer_name: str
+    path: str
+    entry: Entry
+
+    @property
+    def is_upper(self) -> bool:
+        return self.layer_index is None
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where a union path comes from (``UnionFS.which``).
+
+    ``layer``/``layer_index``/``is_upper`` name the layer supplying the object and ``entry``
+    is that layer's entry. ``merged`` lists every layer directory merged into a directory
+    (top first). ``shadows`` are the lower entries it hides. ``hidden_by`` is the whiteout or
+    opaque directory that hides anything further below. ``reasons`` say it in plain words.
+    """
+
+    path: str
+    layer: str
+    layer_index: int | None
+    is_upper: bool
+    entry: Entry
+    merged: tuple[Source, ...]
+    shadows: tuple[Source, ...]
+    hidden_by: Source | None
+    reasons: list[str] = field(default_factory=list)
+    #: the object's data lives in a lower layer (metacopy=on copy-up, metadata only)
+    data_from: Source | None = None
+
+    def describe(self) -> str:
+        """The answer in words, one reason a line (what ``unionfs which`` prints)."""
+        where = "the upper layer" if self.is_upper else f"lower layer {self.layer_index}"
+        head = f"{self.path}: {self.entry.kind.value} from {where} ({self.layer})"
+        return "\n".join([head, *(f"  - {r}" for r in self.reasons)])
+
+
+class _LNode:
+    """A resolved object of the lower view: ``stack`` holds ``(layer index, layer path,
+    entry)`` top-down: the visible object first, then the directories merged under it (or,
+    for a metacopy file, the layer holding its data)."""
+
+    __slots__ = ("children", "stack")
+
+    def __init__(self, stack: list[tuple[int, str, Entry]]) -> None:
+        self.stack = stack
+        self.children: dict[str, _LNode] | None = None
+
+    @property
+    def top(self) -> Entry:
+        return self.stack[0][2]
+
+    @property
+    def is_dir(self) -> bool:
+        return self.stack[0][2].kind is Kind.DIR
+
+
+class _LowerView:
+    """The read-only union of the lower layers (what ``lowerdir=a:b:c`` alone mounts)."""
+
+    def __init__(self, lowers: list[Layer]) -> None:
+        self.lowers = lowers
+        self._lock = threading.RLock()
+        stack: list[tuple[int, str, Entry]] = []
+        for i, layer in enumerate(lowers):
+            e = layer.lookup("/")
+            if e is None or e.kind is not Kind.DIR:
+                continue
+            stack.append((i, "/", e))
+            if e.opaque:
+                break
+        self.root = _LNode(stack) if stack else None
+        self._nodes: dict[str, _LNode | None] = {"/": self.root}
+
+    def node(self, path: str) -> _LNode | None:
+        n = self._nodes.get(path, False)
+        if n is not False:
+            return n  # type: ignore[return-value]
+        with self._lock:
+            head, name = _p.split(path)
+            parent = self.node(head)
+            if parent is None or not parent.is_dir:
+                result = None
+            else:
+                result = self.children(parent, head).get(name)
+            self._nodes[path] = result
+            return result
+
+    def children(self, node: _LNode, path: str) -> dict[str, _LNode]:
+        """The merged children of the directory ``node`` at lower-view ``path``."""
+        if node.children is not None:
+            return node.children
+        with self._lock:
+            if node.children is not None:
+                return node.children
+            found: dict[str, list[tuple[int, str, Entry]]] = {}
+            for i, lpath, _e in node.stack:
+                layer = self.lowers[i]
+                for name in layer.listdir(lpath):
+                    cpath = _p.join(lpath, name)
+                    ce = layer.lookup(cpath)
+                    if ce is not None:
+                        found.setdefault(name, []).append((i, cpath, ce))
+            out: dict[str, _LNode] = {}
+            for name, items in found.items():
+                stack = self._stack(items, _p.join(path, name))
+                if stack:
+                    out[name] = _LNode(stack)
+            node.children = out
+            return out
+
+    def _stack(self, items: list[tuple[int, str, Entry]], upath: str) -> list:
+        stack: list[tuple[int, str, Entry]] = []
+        k = 0
+        while k < len(items):
+            i, cpath, e = items[k]
+            k += 1
+            if not stack:
+                if e.kind is Kind.WHITEOUT:
+                    return []
+                stack.append((i, cpath, e))
+                if e.kind is Kind.DIR:
+                    if e.opaque:
+                        return stack
+                    if e.redirect:
+                        return stack + self._redirected(i, cpath, e.redirect, upath)
+                    continue
+                if e.kind is Kind.FILE and e.metacopy:
+                    continue
+                return stack
+            top = stack[0][2]
+            if top.kind is Kind.DIR:
+                if e.kind is not Kind.DIR:
+                    return stack
+                stack.append((i, cpath, e))
+                if e.opaque:
+                    return stack
+                if e.redirect:
+                    return stack + self._redirected(i, cpath, e.redirect, upath)
+            else:  # a metacopy file: find the layer holding its data
+                if e.kind is Kind.FILE:
+                    stack.append((i, cpath, e))
+                    if not e.metacopy:
+                        return stack
+                else:
+                    return stack
+        return stack
+
+    def _redirected(self, i: int, cpath: str, redirect: str, upath: str) -> list:
+        """Directories merged under a lower directory carrying a redirect: looked up at the
+        redirect target in each layer below ``i``, as the kernel does."""
+        target = redirect if redirect.startswith("/") else _p.join(_p.split(cpath)[0],
+                                                                     redirect)
+        out: list[tuple[int, str, Entry]] = []
+        for j in range(i + 1, len(self.lowers)):
+            e = self.lowers[j].lookup(target)
+            if e is None:
+                continue
+            if e.kind is not Kind.DIR:
+                break
+            out.append((j, target, e))
+            if e.opaque:
+                break
+            if e.redirect:
+                target = e.redirect if e.redirect.startswith("/") else _p.join(
+                    _p.split(target)[0], e.redirect)
+        return out
+
+
+class _Node:
+    """A resolved union object: its upper entry (if any), its lower-view node (if any) and
+    the lower-view path that its children are looked up under (``lower_key``)."""
+
+    __slots__ = ("lower", "lower_key", "path", "upper")
+
+    def __init__(self, path: str, upper: Entry | None, lower: _LNode | None,
+                 lower_key: str | None) -> None:
+        self.path = path
+        self.upper = upper
+        self.lower = lower
+        self.lower_key = lower_key
+
+    @property
+    def entry(self) -> Entry:
+        return self.upper if self.upper is not None else self.lower.top  # type: ignore[union-attr]
+
+    @property
+    def kind(self) -> Kind:
+        return self.entry.kind
+
+    @property
+    def is_dir(self) -> bool:
+        return self.entry.kind is Kind.DIR
+
+    @property
+    def merged(self) -> bool:
+        """overlayfs "merge" type: a directory with an upper and a lower part, or with more
+        than one lower directory."""
+        if not self.is_dir or self.lower is None or not self.lower.is_dir:
+            return False
+        return self.upper is not None or len(self.lower.stack) > 1
+
+    def lower_dirs_visible(self) -> bool:
+        return (self.lower is not None and self.lower.is_dir and self.lower_key is not None
+                and not (self.upper is not None and self.upper.opaque))
+
+
+# --------------------------------------------------------------------------- open modes
+
+_MODES = {
+    "r": os.O_RDONLY, "r+": os.O_RDWR,
+    "w": os.O_WRONLY | os.O_CREAT | os.O_TRUNC, "w+": os.O_RDWR | os.O_CREAT | os.O_TRUNC,
+    "a": os.O_WRONLY | os.O_CREAT | os.O_APPEND, "a+": os.O_RDWR | os.O_CREAT | os.O_APPEND,
+    "x": os.O_WRONLY | os.O_CREAT | os.O_EXCL, "x+": os.O_RDWR | os.O_CREAT | os.O_EXCL,
+}
+
+
+def _mode_to_flags(mode: str | int) -> int:
+    if isinstance(mode, int):
+        return mode
+    m = mode.replace("b", "").replace("t", "")
+    if "b" not in mode or m not in _MODES:
+        raise ValueError(f"invalid or non-binary mode: {mode!r} (use 'rb', 'r+b', 'wb', ...)")
+    return _MODES[m]
+
+
+@dataclass(frozen=True, slots=True)
+class UnionDirEntry:
+    """What ``UnionFS.scandir`` yields: shaped like ``os.DirEntry``."""
+
+    name: str
+    path: str
+    _stat: os.stat_result
+    _fs: Any
+
+    def inode(self) -> int:
+        return self._stat.st_ino
+
+    def is_dir(self, *, follow_symlinks: bool = True) -> bool:
+        return _stat.S_ISDIR(self.stat(follow_symlinks=follow_symlinks).st_mode)
+
+    def is_file(self, *, follow_symlinks: bool = True) -> bool:
+        return _stat.S_ISREG(self.stat(follow_symlinks=follow_symlinks).st_mode)
+
+    def is_symlink(self) -> bool:
+        return _stat.S_ISLNK(self._stat.st_mode)
+
+    def stat(self, *, follow_symlinks: bool = True) -> os.stat_result:
+        if follow_symlinks and _stat.S_ISLNK(self._stat.st_mode):
+            try:
+                return self._fs.stat(self.path)
+            except FileNotFoundError:
+                return self._stat
+        return self._stat
+
+
+# --------------------------------------------------------------------------- open files
+
+
+class UnionFile:
+    """The file object ``UnionFS.open`` returns: the layer's file (``read``, ``write``,
+    ``seek``, ``tell``, ``truncate``, ``flush``, ``fsync``, ``close``, ``pread``,
+    ``pwrite``, ``fileno`` when host-backed; a context manager) plus calls on the open object
+    for FUSE's path-less requests: ``stat()``, ``chmod``, ``chown``, ``utime``. While the
+    file is still linked at its path these go through the union (same ``st_ino`` as
+    ``lstat``); once unlinked they act on the open file itself (``st_nlink`` 0)."""
+
+    def __init__(self, inner: Any, fs: UnionFS, path: str, ino: int) -> None:
+        self._inner = inner
+        self._fs = fs
+        self.path = path
+        self.ino = ino
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def __enter__(self) -> UnionFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __iter__(self):
+        return iter(self._inner)
+
+    # the common calls, spelled out so they are fast and visible
+    def read(self, size: int = -1) -> bytes:
+        return self._inner.read(size)
+
+    def write(self, data: bytes) -> int:
+        return self._inner.write(data)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._inner.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._inner.tell()
+
+    def truncate(self, size: int | None = None) -> int:
+        return self._inner.truncate(size)
+
+    def pread(self, size: int, offset: int) -> bytes:
+        return self._inner.pread(size, offset)
+
+    def pwrite(self, data: bytes, offset: int) -> int:
+        return self._inner.pwrite(data, offset)
+
+    def flush(self) -> None:
+        self._inner.flush()
+
+    def fsync(self) -> None:
+        self._inner.fsync()
+
+    def close(self) -> None:
+        self._inner.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._inner.closed
+
+    def _linked(self) -> bool:
+        try:
+            return self._fs.lstat(self.path).st_ino == self.ino
+        except OSError:
+            return False
+
+    def _host_fd(self) -> int | None:
+        try:
+            return self._inner.fileno()
+        except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+            return None
+
+    def stat(self) -> os.stat_result:
+        """``fstat``: the union's view while linked, else the open object's own."""
+        if self._linked():
+            return self._fs.lstat(self.path)
+        fd = self._host_fd()
+        if fd is not None:
+            st = os.fstat(fd)
+            t = tuple(st)
+            return os.stat_result((t[0], self.ino, self._fs.st_dev, st.st_nlink, *t[4:10],
+                                   st.st_atime, st.st_mtime, st.st_ctime, st.st_atime_ns,
+                                   st.st_mtime_ns, st.st_ctime_ns, st.st_blksize,
+                                   st.st_blocks, st.st_rdev))
+        data = getattr(self._inner, "_data", None)
+        size = len(data.buf) if data is not None else 0
+        return os.stat_result((_stat.S_IFREG | 0o600, self.ino, self._fs.st_dev, 0,
+                               os.getuid(), os.getgid(), size, 0, 0, 0, 0.0, 0.0, 0.0,
+                               0, 0, 0, 4096, (size + 511) // 512, 0))
+
+    def chmod(self, mode: int) -> None:
+        if self._linked():
+            self._fs.chmod(self.path, mode)
+        elif (fd := self._host_fd()) is not None:
+            os.fchmod(fd, mode & 0o7777)
+
+    def chown(self, uid: int, gid: int) -> None:
+        if self._linked():
+            self._fs.chown(self.path, uid, gid)
+        elif (fd := self._host_fd()) is not None:
+            os.fchown(fd, uid, gid)
+
+    def utime(self, times: tuple[float, float] | None = None, *,
+              ns: tuple[int, int] | None = None) -> None:
+        if self._linked():
+            self._fs.utime(self.path, times, ns=ns)
+        elif (fd := self._host_fd()) is not None:
+            if ns is not None:
+                os.utime(fd, ns=ns)
+            else:
+                os.utime(fd, times)
+
+
+# --------------------------------------------------------------------------- the union
+
+
+class UnionFS:
+    """A union of ``lowers`` (top-most first, as ``lowerdir=``) under an optional writable
+    ``upper`` (``None``: read-only, every change fails with ``EROFS``).
+
+    Options carry the overlayfs names: ``redirect_dir`` (rename merged/lower directories by
+    recording ``overlay.redirect``; off: ``EXDEV``), ``index`` (copy-up keeps lower hard links
+    together), ``metacopy`` (metadata-only copy-up for chmod/chown/utime/xattr changes).
+    ``workdir`` sets the upper's work directory (temporaries of copy-up, the hard-link index).
+    ``umask`` is applied to the modes of new objects (default 0: modes are taken as given,
+    as the FUSE adapter receives them already masked). ``volatile`` (the kernel's option)
+    skips the fsync of copied-up data: copy-up stays atomic but is no longer durable.
+
+    Every method is thread-safe. Failures raise ``unionfs.errors`` classes with the errno
+    Linux overlayfs returns.
+    """
+
+    def __init__(self, lowers: list[Layer] | tuple[Layer, ...] = (), upper: Any = None, *,
+                 redirect_dir: bool = False, index: bool = False, metacopy: bool = False,
+                 workdir: str | os.PathLike | None = None, umask: int = 0,
+                 volatile: bool = False) -> None:
+        self.lowers: list[Layer] = list(lowers)
+        self.upper = upper
+        if upper is None and not self.lowers:
+            raise InvalidPath(None, "a union needs at least one lower layer or an upper")
+        self.redirect_dir = redirect_dir
+        self.index = index
+        self.metacopy = metacopy
+        self.umask = umask
+        self.volatile = volatile
+        if workdir is not None and upper is not None and hasattr(upper, "set_workdir"):
+            upper.set_workdir(workdir)
+        self._lock = threading.RLock()
+        #: upper inode -> union inode, for copied-up objects on an upper that cannot record
+        #: the origin on disk (OCI format without xattrs): stable for this mount only
+        self._ino_map: dict[int, int] = {}
+        self._tracer = Tracer()
+        self._ucache: dict[str, Entry | None] = {}
+        self._stat_cache: dict[tuple[str, bool], os.stat_result] = {}
+        self._changing = 0
+        self._lower = _LowerView(self.lowers)
+        self.upper_name = getattr(upper, "name", "upper") if upper is not None else None
+        self.st_dev = self._pick_dev()
+        if upper is not None and upper.lookup("/") is None:
+            raise NotFound("/", "the upper layer has no root directory")
+
+    def _pick_dev(self) -> int:
+        for layer in ([self.upper] if self.upper is not None else []) + self.lowers:
+            root = getattr(layer, "root", None)
+            if isinstance(root, str):
+                h = hashlib.blake2b(root.encode(), digest_size=4).digest()
+                return 0x5500_0000 | (int.from_bytes(h, "little") & 0xFFFFFF)
+        return 0x5500_0000 | (id(self) & 0xFFFFFF)
+
+    def __repr__(self) -> str:
+        return f"UnionFS(lowers={self.lowers!r}, upper={self.upper!r})"
+
+    # ------------------------------------------------------------------ tracing
+    def subscribe(self, callback: Callable[[Event], None]) -> Callable[[], None]:
+        """Call ``callback(event)`` for every copy-up, whiteout, opaque, redirect and EXDEV;
+        returns a function that unsubscribes it."""
+        self._tracer.subscribe(callback)
+        return lambda: self._tracer.unsubscribe(callback)
+
+    def unsubscribe(self, callback: Callable[[Event], None]) -> None:
+        self._tracer.unsubscribe(callback)
+
+    def _emit(self, kind: EventKind, path: str, layer: str | None, reason: str) -> None:
+        self._tracer.emit(kind, path, layer or "upper", reason)
+
+    # ------------------------------------------------------------------ caches
+    # Lowers never change. The upper changes only through this engine (as with the kernel,
+    # changing it behind the mount's back is undefined; call ``invalidate()`` if you do), so
+    # upper lookups of
+    # directories, whiteouts and absent names, and the stats of objects not in the upper or
+    # upper directories, are kept between changes; every changing call drops them (upper
+    # regular files are always looked up live: open files change them).
+
+    def invalidate(self) -> None:
+        """Forget cached upper lookups (after the upper directory was changed directly)."""
+        with self._lock:
+            self._ucache.clear()
+            self._stat_cache.clear()
+
+    def _upper_lookup(self, path: str) -> Entry | None:
+        if self._changing:
+            return self.upper.lookup(path)
+        e = self._ucache.get(path, _MISS)
+        if e is _MISS:
+            e = self.upper.lookup(path)
+            if e is None or e.kind is Kind.DIR or e.kind is Kind.WHITEOUT:
+                self._ucache[path] = e
+        return e  # type: ignore[return-value]
+
+    # ------------------------------------------------------------------ resolution
+    def _root(self) -> _Node:
+        upper = self._upper_lookup("/") if self.upper is not None else None
+        lower = self._lower.root
+        return _Node("/", upper, lower, "/" if lower is not None else None)
+
+    def _child(self, parent: _Node, name: str) -> _Node | None:
+        cpath = _p.join(parent.path, name)
+        upper_e = None
+        if parent.upper is not None and parent.upper.kind is Kind.DIR:
+            upper_e = self._upper_lookup(cpath)
+            if upper_e is not None and upper_e.kind is Kind.WHITEOUT:
+                return None
+        lower = None
+        lkey = None
+        if parent.lower_dirs_visible() and (
+                upper_e is None or (upper_e.kind is Kind.DIR and not upper_e.opaque)
+                or (upper_e.kind is Kind.FILE and upper_e.metacopy)):
+            lkey = _p.join(parent.lower_key, name)  # type: ignore[arg-type]
+            if upper_e is not None and upper_e.redirect:
+                r = upper_e.redirect
+                lkey = r if r.startswith("/") else _p.join(parent.lower_key, r)  # type: ignore[arg-type]
+            lower = self._lower.node(lkey)
+            if lower is not None and upper_e is not None and (
+                    (upper_e.kind is Kind.DIR and not lower.is_dir)
+                    or (upper_e.kind is Kind.FILE and lower.top.kind is not Kind.FILE)):
+                lower = None
+        if upper_e is None and lower is None:
+            return None
+        return _Node(cpath, upper_e, lower, lkey if lower is not None and lower.is_dir else None)
+
+    def _walk(self, path: str, follow: bool = True) -> _Node:
+        """Resolve a normalised union path, following symlinks in every component but the
+        last (and the last too when ``follow``). Raises ENOENT, ENOTDIR, ELOOP."""
+        node, missing = self._walk_parent(path, follow)
+        if missing is not None:
+            raise NotFound(path)
+        return node
+
+    def _walk_parent(self, path: str, follow: bool) -> tuple[_Node, str | None]:
+        """Like ``_walk`` but a missing last component is not an error: returns
+        ``(parent node, missing name)``; otherwise ``(node, None)``."""
+        hops = 0
+        todo = [c for c in path.split("/") if c][::-1]
+        stack = [self._root()]
+        while todo:
+            name = todo.pop()
+            cur = stack[-1]
+            if name == "..":
+                if len(stack) > 1:
+                    stack.pop()
+                continue
+            if name == ".":
+                continue
+            if not cur.is_dir:
+                raise NotADir(path)
+            if len(name) > 63 and len(os.fsencode(name)) > _p.NAME_MAX:
+                raise NameTooLong(path)
+            child = self._child(cur, name)
+            if child is None:
+                if todo:
+                    raise NotFound(path)
+                return cur, name
+            if child.kind is Kind.SYMLINK and (todo or follow):
+                hops += 1
+                if hops > _MAX_SYMLINKS:
+                    raise Loop(path)
+                target = child.entry.target or ""
+                if not target:
+                    raise NotFound(path)
+                parts = [c for c in target.split("/") if c]
+                todo.extend(parts[::-1])
+                if target.startswith("/"):
+                    del stack[1:]
+                continue
+            stack.append(child)
+        return stack[-1], None
+
+    def _norm(self, path: Any) -> str:
+        # the common case -- already canonical, short, ASCII -- skips the full normaliser
+        if type(path) is str and path[:1] == "/" and len(path) < 256 and "//" not in path \
+                and "/." not in path and "\0" not in path and path.isascii() and \
+                (len(path) == 1 or path[-1] != "/"):
+            return path
+        return _normalize(path)
+
+    def _parent_of(self, path: str) -> tuple[_Node, str]:
+        """(parent directory node, last name) of ``path``: ENOENT/ENOTDIR/ELOOP for the
+        parent, as the VFS resolves parents before it looks the last names up."""
+        if path == "/":
+            return self._root(), ""
+        head, name = _p.split(path)
+        parent = self._walk(head, follow=True)
+        if not parent.is_dir:
+            raise NotADir(path)
+        return parent, name
+
+    def _last(self, parent: _Node, name: str, path: str) -> _Node | None:
+        if not name:
+            return parent
+        if len(name) > 63 and len(os.fsencode(name)) > _p.NAME_MAX:
+            raise NameTooLong(path)
+        return self._child(parent, name)
+
+    def _lookup_nofollow(self, path: str) -> tuple[_Node, _Node | None, str]:
+        """(parent node, node or None, name) for ``path`` without following the last
+        component. Raises ENOENT/ENOTDIR for the parent, ENAMETOOLONG for the name."""
+        parent, name = self._parent_of(path)
+        return parent, self._last(parent, name, path), name
+
+    # ------------------------------------------------------------------ inode numbers
+    def _ino(self, node: _Node) -> int:
+        e = node.entry
+        if node.upper is not None:
+            if node.upper.origin_ino is not None:
+                return node.upper.origin_ino
+            mapped = self._ino_map.get(node.upper.ino)
+            if mapped is not None:
+                return mapped
+            if node.lower is not None and (node.upper.kind is Kind.DIR or node.upper.metacopy):
+                i, _, le = node.lower.stack[0]
+                return _compose_ino(i + 1, le.ino)
+            return _compose_ino(0, node.upper.ino)
+        i, _, le = node.lower.stack[0]  # type: ignore[union-attr]
+        if self.index and le.kind is not Kind.DIR and le.nlink > 1:
+            return _compose_ino(i + 1, le.ino)
+        return _compose_ino(i + 1, e.ino)
+
+    def _index_key(self, node: _Node) -> str | None:
+        """The hard-link group of a lower non-directory with several links (index=on)."""
+        if not self.index or node.lower is None or self.upper is None:
+            return None
+        i, _, le = node.lower.stack[0]
+        if le.kind is Kind.DIR or le.nlink <= 1:
+            return None
+        return f"{i}-{le.ino}"
+
+    def _upper_index_key(self, node: _Node) -> str | None:
+        """The index key of an upper non-directory copied up through the index."""
+        e = node.upper
+        if not self.index or e is None or e.kind is Kind.DIR or e.origin_ino is None:
+            return None
+        fsid, ino = e.origin_ino >> _INO_BITS, e.origin_ino & _INO_MASK
+        if fsid == 0:
+            return None
+        key = f"{fsid - 1}-{ino}"
+        return key if self.upper.index_lookup(key) else None
+
+    def _nlink(self, node: _Node) -> int:
+        e = node.entry
+        if node.merged:
+            return 1
+        if self.index and self.upper is not None and e.kind is not Kind.DIR:
+            key = self._upper_index_key(node) if node.upper is not None else \
+                self._index_key(node)
+            if key is not None and self.upper.index_lookup(key):
+                return self._index_nlink(key)
+        return e.nlink
+
+    def _index_nlink(self, key: str) -> int:
+        """overlayfs nlink of an indexed hard-link group: its upper links (the index entry
+        itself excluded) plus the lower links not yet copied up or removed."""
+        lower_nlink, consumed = self.upper.index_get_count(key)
+        return max(1, self.upper.index_nlink(key) - 1 + lower_nlink - consumed)
+
+    def _index_consume(self, key: str) -> None:
+        lower_nlink, consumed = self.upper.index_get_count(key)
+        self.upper.index_set_count(key, (lower_nlink, consumed + 1))
+
+    def _stat_of(self, node: _Node) -> os.stat_result:
+        e = node.entry
+        if node.upper is None and self.index and self.upper is not None and \
+                e.kind is not Kind.DIR:
+            key = self._index_key(node)
+            if key is not None and self.upper.index_lookup(key):
+                ie = self._index_entry(key)
+                if ie is not None:
+                    e = ie
+        size = e.size
+        blocks = (size + 511) // 512
+        return os.stat_result((
+            e.st_mode, self._ino(node), self.st_dev, self._nlink(node), e.uid, e.gid, size,
+            e.atime_ns // 1_000_000_000, e.mtime_ns // 1_000_000_000,
+            e.ctime_ns // 1_000_000_000, e.atime_ns / 1e9, e.mtime_ns / 1e9, e.ctime_ns / 1e9,
+            e.atime_ns, e.mtime_ns, e.ctime_ns, 4096, blocks, e.rdev))
+
+    def _index_entry(self, key: str) -> Entry | None:
+        finder = getattr(self.upper, "index_entry", None)
+        return finder(key) if finder is not None else None
+
+    # ------------------------------------------------------------------ reading API
+    def stat(self, path: Any, *, follow_symlinks: bool = True) -> os.stat_result:
+        """``os.stat``: ENOENT, ENOTDIR, ELOOP, ENAMETOOLONG."""
+        p = self._norm(path)
+        st = self._stat_cache.get((p, follow_symlinks))
+        if st is not None:
+            return st
+        with self._lock:
+            node = self._walk(p, follow=follow_symlinks)
+            st = self._stat_of(node)
+            # kept until the next change, unless an upper non-directory is involved: open
+            # files change those without the engine seeing it
+            if not self._changing and (node.upper is None or node.upper.kind is Kind.DIR):
+                self._stat_cache[(p, follow_symlinks)] = st
+            return st
+
+    def lstat(self, path: Any) -> os.stat_result:
+        """``os.lstat`` (does not follow a final symlink)."""
+        return self.stat(path, follow_symlinks=False)
+
+    def exists(self, path: Any) -> bool:
+        """True when ``path`` resolves (following symlinks), like ``os.path.exists``."""
+        try:
+            self.stat(path)
+            return True
+        except (OSError, ValueError):
+            return False
+
+    def lexists(self, path: Any) -> bool:
+        try:
+            self.lstat(path)
+            return True
+        except (OSError, ValueError):
+            return False
+
+    def isdir(self, path: Any) -> bool:
+        try:
+            return _stat.S_ISDIR(self.stat(path).st_mode)
+        except OSError:
+            return False
+
+    def isfile(self, path: Any) -> bool:
+        try:
+            return _stat.S_ISREG(self.stat(path).st_mode)
+        except OSError:
+            return False
+
+    def islink(self, path: Any) -> bool:
+        try:
+            return _stat.S_ISLNK(self.lstat(path).st_mode)
+        except OSError:
+            return False
+
+    def _names(self, node: _Node) -> list[str]:
+        names: set[str] = set()
+        hidden: set[str] = set()
+        if node.upper is not None and node.upper.kind is Kind.DIR:
+            for name in self.upper.listdir(node.path):
+                e = self.upper.lookup(_p.join(node.path, name))
+                if e is None:
+                    continue
+                if e.kind is Kind.WHITEOUT:
+                    hidden.add(name)
+                else:
+                    names.add(name)
+        if node.lower_dirs_visible():
+            for name in self._lower.children(node.lower, node.lower_key):  # type: ignore[arg-type]
+                if name not in hidden:
+                    names.add(name)
+        return sorted(names)
+
+    def listdir(self, path: Any = "/") -> list[str]:
+        """``os.listdir`` of the merged directory (sorted; no ``.``/``..``)."""
+        p = self._norm(path)
+        with self._lock:
+            node = self._walk(p)
+            if not node.is_dir:
+                raise NotADir(p)
+            return self._names(node)
+
+    def scandir(self, path: Any = "/") -> Iterator[UnionDirEntry]:
+        """``os.scandir``: entries with ``name``, ``path``, ``is_dir()``, ``stat()``..."""
+        p = self._norm(path)
+        with self._lock:
+            node = self._walk(p)
+            if not node.is_dir:
+                raise NotADir(p)
+            out = []
+            for name in self._names(node):
+                child = self._child(node, name)
+                if child is not None:
+                    out.append(UnionDirEntry(name, _p.join(p, name), self._stat_of(child),
+                                             self))
+        return iter(out)
+
+    def walk(self, top: Any = "/", topdown: bool = True,
+             onerror: Callable[[OSError], None] | None = None,
+             followlinks: bool = False) -> Iterator[tuple[str, list[str], list[str]]]:
+        """``os.walk`` over the union (names sorted)."""
+        top = self._norm(top)
+        try:
+            entries = list(self.scandir(top))
+        except OSError as e:
+            if onerror is not None:
+                onerror(e)
+            return
+        dirs = [d.name for d in entries if d.is_dir(follow_symlinks=followlinks)]
+        files = [d.name for d in entries if not d.is_dir(follow_symlinks=followlinks)]
+        if topdown:
+            yield top, dirs, files
+        for d in dirs:
+            yield from self.walk(_p.join(top, d), topdown, onerror, followlinks)
+        if not topdown:
+            yield top, dirs, files
+
+    def readlink(self, path: Any) -> str:
+        """``os.readlink``: EINVAL when not a symlink."""
+        p = self._norm(path)
+        with self._lock:
+            node = self._walk(p, follow=False)
+            if node.kind is not Kind.SYMLINK:
+                raise InvalidPath(p)
+            return node.entry.target or ""
+
+    def getxattr(self, path: Any, name: str, *, follow_symlinks: bool = True) -> bytes:
+        """``os.getxattr``: ENODATA when absent. Names in the overlay namespaces are ordinary
+        here: layers store them escaped (``trusted.overlay.overlay.*``), as the kernel does."""
+        p = self._norm(path)
+        with self._lock:
+            node = self._walk(p, follow=follow_symlinks)
+            value = node.entry.xattr(name)
+            if value is None:
+                raise NoData(p)
+            return value
+
+    def listxattr(self, path: Any = "/", *, follow_symlinks: bool = True) -> list[str]:
+        """``os.listxattr``: the user-visible names (the overlay's own marks never show)."""
+        p = self._norm(path)
+        with self._lock:
+            node = self._walk(p, follow=follow_symlinks)
+            return [k for k, _ in node.entry.xattrs]
+
+    def statvfs(self, path: Any = "/") -> os.statvfs_result:
+        """``os.statvfs``: the upper's filesystem (read-only flag set without an upper)."""
+        p = self._norm(path)
+        with self._lock:
+            self._walk(p)
+            layer = self.upper if self.upper is not None else next(
+                (x for x in self.lowers if hasattr(x, "statvfs")), None)
+            if layer is None or not hasattr(layer, "statvfs"):
+                base = (4096, 4096, 0, 0, 0, 0, 0, 0, 0, 255)
+            else:
+                base = tuple(layer.statvfs())
+            flag = base[8] | (os.ST_RDONLY if self.upper is None else 0)
+            return os.statvfs_result((*base[:8], flag, 255))
+
+    def access(self, path: Any, mode: int, *, follow_symlinks: bool = True) -> bool:
+        """``os.access`` for the calling process's uid: True/False, never raises for a
+        missing path (see ``check_access`` for the errno)."""
+        try:
+            self.check_access(path, mode, follow_symlinks=follow_symlinks)
+            return True
+        except OSError:
+            return False
+
+    def check_access(self, path: Any, mode: int, *, follow_symlinks: bool = True) -> None:
+        """``access(2)`` with the errno: ENOENT, EACCES, EROFS (write on a read-only union
+        for a file or directory)."""
+        p = self._norm(path)
+        with self._lock:
+            node = self._walk(p, follow=follow_symlinks)
+            e = node.entry
+            if mode & os.W_OK and self.upper is None and e.kind in (Kind.FILE, Kind.DIR,
+                                                                      Kind.SYMLINK):
+                raise ReadOnly(p)
+            uid = os.geteuid()
+            if uid == 0:
+                if mode & os.X_OK and e.kind is not Kind.DIR and not e.mode & 0o111:
+                    raise PermissionDenied(p)
+                return
+            bits = e.mode
+            if uid == e.uid:
+                have = (bits >> 6) & 7
+            elif e.gid in os.getgroups() or e.gid == os.getegid():
+                have = (bits >> 3) & 7
+            else:
+                have = bits & 7
+            want = mode & 7
+            if want & ~have:
+                raise PermissionDenied(p)
+
+    def which(self, path: Any) -> Provenance:
+        """Where ``path`` (not following a final symlink) comes from; ENOENT if absent."""
+        p = self._norm(path)
+        with self._lock:
+            node = self._walk(p, follow=False)
+            return self._provenance(node)
+
+    def _lower_source(self, i: int, lpath: str, e: Entry) -> Source:
+        return Source(i, self.lowers[i].name, lpath, e)
+
+    def _provenance(self, node: _Node) -> Provenance:
+        reasons: list[str] = []
+        merged: list[Source] = []
+        shadows: list[Source] = []
+        data_from = None
+        lower_stack = list(node.lower.stack) if node.lower is not None else []
+        if node.upper is not None:
+            top = Source(None, self.upper_name or "upper", node.path, node.upper)
+            if node.upper.origin_ino is not None or (node.lower is not None and
+                                                     node.upper.kind is not Kind.DIR):
+                reasons.append(f"{node.path} was copied up into the upper layer "
+                               f"({self.upper_name}); changes are made there")
+            else:
+                reasons.append(f"{node.path} is in the upper layer ({self.upper_name})")
+        else:
+            i, lp, le = lower_stack[0]
+            top = self._lower_source(i, lp, le)
+            reasons.append(f"{node.path} comes from lower layer {i} ({top.layer_name})"
+                           + (f" at {lp}" if lp != node.path else "")
+                           + "; it is read there and copied up on the first change")
+            lower_stack = lower_stack[1:]
+        if node.is_dir:
+            merged.append(top)
+            for i, lp, le in lower_stack:
+                if le.kind is Kind.DIR:
+                    merged.append(self._lower_source(i, lp, le))
+            if len(merged) > 1:
+                reasons.append("it is a merged directory: its names are the union of "
+                               + ", ".join(s.layer_name for s in merged)
+                               + "; its metadata comes from the top-most, "
+                               + merged[0].layer_name)
+            if node.upper is not None and node.upper.redirect:
+                reasons.append(f"it was renamed: its lower part is found at "
+                               f"{node.upper.redirect} (overlay.redirect)")
+        else:
+            for i, lp, le in lower_stack:
+                src = self._lower_source(i, lp, le)
+                if node.entry.metacopy and data_from is None and le.kind is Kind.FILE and \
+                        not le.metacopy:
+                    data_from = src
+                    reasons.append(f"only its metadata was copied up (metacopy); the data "
+                                   f"is still read from {src.layer_name}")
+                else:
+                    shadows.append(src)
+        # what lies below, hidden: scan the layers under the visible ones for this path
+        hidden_by = None
+        seen = {s.layer_index for s in merged} | {top.layer_index}
+        if data_from is not None:
+            seen.add(data_from.layer_index)
+        for i, layer in enumerate(self.lowers):
+            if i in seen:
+                continue
+            e = layer.lookup(node.path)
+            if e is None:
+                continue
+            lower_indexes = [s.layer_index for s in merged[1:]] + (
+                [top.layer_index] if top.layer_index is not None else [])
+            if lower_indexes and i < max(x for x in lower_indexes if x is not None):
+                continue
+            shadows.append(self._lower_source(i, node.path, e))
+        if node.upper is not None and node.upper.opaque:
+            hidden_by = top
+            reasons.append(f"{node.path} is an opaque directory in {top.layer_name}: nothing "
+                           "below it is merged in")
+        else:
+            for s in merged[1:] + ([top] if top.layer_index is not None else []):
+                if s.entry.opaque:
+                    hidden_by = s
+                    reasons.append(f"{s.layer_name} holds {node.path} as an opaque directory:"
+                                   " the layers below it are not merged in")
+                    break
+        if hidden_by is None:
+            hidden_by = self._find_hiding_whiteout(node.path, merged, top)
+            if hidden_by is not None:
+                reasons.append(f"a whiteout in {hidden_by.layer_name} hides {node.path} in "
+                               "the layers below it")
+        shadow_names = [s.layer_name for s in shadows if s.entry.kind is not Kind.WHITEOUT]
+        if shadow_names:
+            reasons.append("it shadows the same name in " + ", ".join(shadow_names))
+        return Provenance(
+            path=node.path, layer=top.layer_name, layer_index=top.layer_index,
+            is_upper=top.is_upper, entry=top.entry, merged=tuple(merged),
+            shadows=tuple(s for s in shadows if s.entry.kind is not Kind.WHITEOUT),
+            hidden_by=hidden_by, reasons=reasons, data_from=data_from)
+
+    def _find_hiding_whiteout(self, path: str, merged: list[Source],
+                              top: Source) -> Source | None:
+        last = max([s.layer_index for s in merged if s.layer_index is not None]
+                   + ([top.layer_index] if top.layer_index is not None else [-1]))
+        for i in range(last + 1, len(self.lowers)):
+            e = self.lowers[i].lookup(path)
+            if e is not None and e.kind is Kind.WHITEOUT:
+                return self._lower_source(i, path, e)
+        return None
+
+    # ------------------------------------------------------------------ copy-up
+    def _need_upper(self, path: str) -> None:
+        if self.upper is None:
+            raise ReadOnly(path)
+
+    def _copy_up(self, node: _Node, *, data: bool = True, meta_only_ok: bool = False) -> _Node:
+        """Make sure ``node`` exists in the upper (parents first); return the fresh node.
+        ``meta_only_ok`` with ``metacopy=on`` copies a regular file's metadata only."""
+        if node.upper is not None:
+            if node.upper.kind is Kind.FILE and node.upper.metacopy and not meta_only_ok:
+                return self._complete_metacopy(node)
+            return node
+        assert node.lower is not None
+        head, _name = _p.split(node.path)
+        parent = self._walk(head) if head != node.path else None
+        if parent is not None and parent.upper is None:
+            parent = self._copy_up(parent)
+        i, lpath, le = node.lower.stack[0]
+        layer = self.lowers[i]
+        key = self._index_key(node)
+        if key is not None and self.upper.index_lookup(key):
+            self.upper.index_link(key, node.path)
+            self._index_consume(key)
+            self._emit(EventKind.COPY_UP, node.path, layer.name,
+                       "hard link to an already copied-up file (index=on)")
+            return self._walk(node.path, follow=False)
+        ino = self._ino(node)
+        keep_ino = le.kind is Kind.DIR or le.nlink <= 1 or key is not None
+        meta = (meta_only_ok and self.metacopy and le.kind is Kind.FILE
+                and self._upper_has_xattrs())
+        copy = getattr(self.upper, "copy_up", None)
+        if copy is not None:
+            copy(node.path, le, layer, lpath, data=data and not meta, metacopy=meta,
+                 origin_ino=ino if keep_ino else None, fsync=not self.volatile)
+        else:  # a third-party WritableLayer: the plain protocol
+            self._generic_copy_up(node.path, le, layer, lpath, data, meta)
+            if keep_ino and hasattr(self.upper, "set_origin"):
+                self.upper.set_origin(node.path, ino)
+        if key is not None:
+            self.upper.index_store(key, node.path)
+            self.upper.index_set_count(key, (le.nlink, 1))
+        if keep_ino:
+            up = self.upper.lookup(node.path)
+            if up is not None and up.origin_ino is None:
+                self._ino_map[up.ino] = ino
+        what = {Kind.DIR: "directory", Kind.FILE: "file", Kind.SYMLINK: "symlink"}.get(
+            le.kind, le.kind.value)
+        self._emit(EventKind.COPY_UP, node.path, layer.name,
+                   f"{what} copied up from {layer.name}"
+                   + (" (metadata only: metacopy=on)" if meta else "")
+                   + ("" if data or le.kind is not Kind.FILE else " (no data: truncated)"))
+        return self._walk(node.path, follow=False)
+
+    def _upper_has_xattrs(self) -> bool:
+        """False for an upper that spells its marks as OCI files (no ``overlay.*`` xattrs:
+        no metacopy, no redirect)."""
+        fmt = getattr(self.upper, "format", None)
+        return fmt is None or fmt.xattr_prefix is not None
+
+    def _generic_copy_up(self, path: str, le: Entry, layer: Layer, lpath: str,
+                         data: bool, meta: bool) -> None:
+        up = self.upper
+        if le.kind is Kind.DIR:
+            up.mkdir(path, le.mode)
+        elif le.kind is Kind.FILE:
+            if data and not meta:
+                up.copy_in(path, layer, lpath)
+            else:
+                up.open_write(path, create=True, mode=le.mode).close()
+                if meta:
+                    up.truncate(path, le.size)
+                    up.set_metacopy(path, True)
+        elif le.kind is Kind.SYMLINK:
+            up.symlink(path, le.target or "")
+        else:
+            up.mknod(path, le.kind, le.mode, le.rdev)
+        for k, v in le.xattrs:
+            up.setxattr(path, k, v)
+        up.chown(path, le.uid, le.gid)
+        if le.kind is not Kind.SYMLINK:
+            up.chmod(path, le.mode)
+        up.utime(path, le.atime_ns, le.mtime_ns)
+
+    def _complete_metacopy(self, node: _Node) -> _Node:
+        """A metacopy upper file is about to be written: bring its data up (kernel: "data
+        copy-up"), through a temporary so the file is never half-filled."""
+        src = self._data_source(node)
+        if src is None:
+            return node
+        layer, lpath = src
+        e = node.upper
+        tmp_path = node.path
+        # copy the data into a temporary sibling in the upper, then swap it in
+        copy = getattr(self.upper, "copy_up", None)
+        head, name = _p.split(node.path)
+        tmp = _p.join(head, f".wh..wh..unionfs-data.{threading.get_ident()}.{name}")[:4000]
+        if copy is not None:
+            copy(tmp, e, layer, lpath, data=True, origin_ino=self._ino(node))
+            self.upper.rename(tmp, tmp_path)
+        else:
+            with self.upper.open_write(node.path) as out, layer.open_read(lpath) as f:
+                while chunk := f.read(1 << 20):
+                    out.write(chunk)
+            self.upper.set_metacopy(node.path, False)
+        self._emit(EventKind.COPY_UP, node.path, layer.name, "data copied up (metacopy file "
+                   "opened for writing)")
+        return self._walk(node.path, follow=False)
+
+    def _data_source(self, node: _Node) -> tuple[Layer, str] | None:
+        """The layer and path holding the bytes of a regular file node."""
+        if node.upper is not None and not node.upper.metacopy:
+            return self.upper, node.path
+        if node.lower is not None:
+            for i, lp, le in node.lower.stack:
+                if le.kind is Kind.FILE and not le.metacopy:
+                    return self.lowers[i], lp
+        if node.upper is not None:
+            return self.upper, node.path
+        return None
+
+    def _prepare_create(self, parent: _Node, name: str) -> _Node:
+        """Copy the parent directory up before creating ``name`` in it."""
+        if parent.upper is None:
+            parent = self._copy_up(parent)
+        return parent
+
+    def _clear_whiteout(self, path: str) -> bool:
+        e = self.upper.lookup(path)
+        if e is not None and e.kind is Kind.WHITEOUT:
+            self.upper.remove(path)
+            return True
+        return False
+
+    def _has_lower(self, parent: _Node, name: str) -> bool:
+        """True when a lower object at ``parent/name`` would show if nothing hid it."""
+        if not parent.lower_dirs_visible():
+            return False
+        lkey = _p.join(parent.lower_key, name)  # type: ignore[arg-type]
+        return self._lower.node(lkey) is not None
+
+    def _whiteout(self, path: str, why: str) -> None:
+        self.upper.whiteout(path)
+        self._emit(EventKind.WHITEOUT, path, self.upper_name, why)
+
+    # ------------------------------------------------------------------ creating
+    def _new_mode(self, mode: int) -> int:
+        return mode & ~self.umask & 0o7777
+
+    def _create_common(self, path: str, make: Callable[[str], None], is_dir: bool) -> None:
+        """The shared steps of mkdir/symlink/mknod/link/creat: EEXIST, EROFS, copy the parent
+        up, replace a whiteout, make the object, mark a directory made over a whiteout
+        opaque (so the lower directory's names stay hidden)."""
+        parent, node, name = self._lookup_nofollow(path)
+        if path == "/" or node is not None:
+            raise Exists(path)
+        self._need_upper(path)
+        _check_name(name, path)
+        parent = self._prepare_create(parent, name)
+        cpath = _p.join(parent.path, name)
+        had_whiteout = self._clear_whiteout(cpath)
+        make(cpath)
+        self._inherit_group(parent, cpath, is_dir)
+        if is_dir and had_whiteout:
+            self.upper.set_opaque(cpath, True)
+            self._emit(EventKind.OPAQUE, cpath, self.upper_name,
+                       "directory created where a deleted one was: opaque, so the old "
+                       "lower contents stay hidden")
+
+    def _inherit_group(self, parent: _Node, cpath: str, is_dir: bool) -> None:
+        """A set-group-ID directory passes its group on to new objects, and its set-group-ID
+        bit to new directories (POSIX, as every Linux filesystem does)."""
+        pe = parent.entry
+        if not pe.mode & _stat.S_ISGID:
+            return
+        e = self.upper.lookup(cpath)
+        if e is None or e.kind is Kind.SYMLINK:
+            return
+        if e.gid != pe.gid:
+            self.upper.chown(cpath, e.uid, pe.gid)
+        if is_dir and not e.mode & _stat.S_ISGID:
+            self.upper.chmod(cpath, e.mode | _stat.S_ISGID)
+
+    @_changing
+    def mkdir(self, path: Any, mode: int = 0o777) -> None:
+        """``os.mkdir``: EEXIST, ENOENT/ENOTDIR (parent), EROFS."""
+        p = self._norm(path)
+        with self._lock:
+            self._create_common(p, lambda c: self.upper.mkdir(c, self._new_mode(mode)), True)
+
+    @_changing
+    def makedirs(self, path: Any, mode: int = 0o777, exist_ok: bool = False) -> None:
+        """``os.makedirs``."""
+        p = self._norm(path)
+        with self._lock:
+            acc = ""
+            parts = [c for c in p.split("/") if c]
+            for k, part in enumerate(parts):
+                acc += "/" + part
+                try:
+                    self.mkdir(acc, mode)
+                except FileExistsError:
+                    if k == len(parts) - 1:
+                        if not (exist_ok and self.isdir(acc)):
+                            raise
+                    elif not self.isdir(acc):
+                        raise NotADir(acc) from None
+            if not parts and not exist_ok:
+                raise Exists(p)
+
+    @_changing
+    def symlink(self, target: str, path: Any) -> None:
+        """``os.symlink(target, path)``: EEXIST, EROFS, ENOENT (parent)."""
+        p = self._norm(path)
+        target = os.fsdecode(target)
+        if not target:
+            raise NotFound(p)
+        with self._lock:
+            self._create_common(p, lambda c: self.upper.symlink(c, target), False)
+
+    @_changing
+    def mknod(self, path: Any, mode: int = 0o600 | _stat.S_IFREG, device: int = 0) -> None:
+        """``os.mknod``: FIFOs, sockets, regular files and (privileged) device nodes."""
+        p = self._norm(path)
+        fmt = _stat.S_IFMT(mode) or _stat.S_IFREG
+        kind = Kind.from_mode(fmt | 0o600)
+        if kind is Kind.DIR or kind is Kind.SYMLINK:
+            raise InvalidPath(p)
+        if kind in (Kind.CHAR, Kind.BLOCK) and os.geteuid() != 0:
+            raise NotPermitted(p)
+        perm = self._new_mode(mode & 0o7777)
+
+        def make(c: str) -> None:
+            if kind is Kind.FILE:
+                self.upper.open_write(c, create=True, mode=perm).close()
+            else:
+                self.upper.mknod(c, kind, perm, device)
+
+        with self._lock:
+            self._create_common(p, make, False)
+
+    @_changing
+    def link(self, src: Any, dst: Any, *, follow_symlinks: bool = False) -> None:
+        """``os.link``: EPERM for a directory, EEXIST, ENOENT, EROFS. The source is copied up
+        first (index=off: this breaks a lower hard-link group, as in the kernel)."""
+        s, d = self._norm(src), self._norm(dst)
+        with self._lock:
+            node = self._walk(s, follow=follow_symlinks)
+            parent, dnode, name = self._lookup_nofollow(d)
+            if dnode is not None:
+                raise Exists(d)
+            self._need_upper(d)
+            if node.is_dir:
+                raise NotPermitted(s)
+            _check_name(name, d)
+            node = self._copy_up(node, meta_only_ok=True)
+            parent = self._prepare_create(self._walk(_p.split(d)[0]), name)
+            cpath = _p.join(parent.path, name)
+            self._clear_whiteout(cpath)
+            self.upper.link(node.path, cpath)
+
+    # ------------------------------------------------------------------ open
+    def open(self, path: Any, mode: str | int = "rb", *, perm: int = 0o666) -> BinaryIO:
+        """Open a regular file: ``mode`` is a binary mode string (``rb``, ``r+b``, ``wb``,
+        ``w+b``, ``ab``, ``a+b``, ``xb``, ``x+b``) or ``os.O_*`` flags. Opening for write,
+        truncation or append copies a lower file up first. Raises ENOENT, EEXIST
+        (exclusive create), EISDIR, EROFS, ELOOP, ENOTDIR."""
+        flags = _mode_to_flags(mode)
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND):
+            inner, upath = self._open_changing(path, flags, perm)
+        else:
+            inner, upath = self._open(path, flags, perm)
+        try:
+            ino = self.lstat(upath).st_ino
+        except OSError:
+            ino = 0
+        return UnionFile(inner, self, upath, ino)  # type: ignore[return-value]
+
+    @_changing
+    def _open_changing(self, path: Any, flags: int, perm: int) -> tuple[Any, str]:
+        return self._open(path, flags, perm)
+
+    def _open(self, path: Any, flags: int, perm: int) -> tuple[Any, str]:
+        p = self._norm(path)
+        acc = flags & os.O_ACCMODE
+        write = acc in (os.O_WRONLY, os.O_RDWR)
+        create, excl = bool(flags & os.O_CREAT), bool(flags & os.O_EXCL)
+        trunc, append = bool(flags & os.O_TRUNC), bool(flags & os.O_APPEND)
+        with self._lock:
+            if (create and excl) or flags & os.O_NOFOLLOW:
+                parent, node, name = self._lookup_nofollow(p)
+            else:
+                found, missing = self._walk_parent(p, True)
+                if missing is None:
+                    parent, node, name = found, found, ""
+                else:
+                    parent, node, name = found, None, missing
+            if node is None:
+                if not create:
+                    raise NotFound(p)
+                if flags & os.O_DIRECTORY:
+                    raise NotFound(p)
+                self._need_upper(p)
+                _check_name(name, p)
+                parent = self._prepare_create(parent, name)
+                cpath = _p.join(parent.path, name)
+                self._clear_whiteout(cpath)
+                f = self.upper.open_write(cpath, create=True, truncate=True,
+                                          mode=self._new_mode(perm), append=append,
+                                          readable=acc == os.O_RDWR)
+                self._inherit_group(parent, cpath, False)
+                if acc == os.O_RDONLY:
+                    f.close()
+                    return self.upper.open_read(cpath), cpath
+                return f, cpath
+            if create and excl:
+                raise Exists(p)
+            if node.kind is Kind.SYMLINK:
+                raise Loop(p)  # O_NOFOLLOW on a symlink
+            if node.is_dir:
+                if write or create or trunc:
+                    raise IsADir(p)
+                raise IsADir(p, "open() of a directory: use listdir/scandir")
+            if node.kind is not Kind.FILE:
+                raise InvalidPath(p, f"cannot open a {node.kind.value} through the engine")
+            if write or trunc:
+                self._need_upper(p)
+                if node.upper is None:
+                    node = self._copy_up(node, data=not trunc)
+                elif node.upper.metacopy:
+                    node = self._copy_up(node) if not trunc else node
+                    if trunc and node.upper.metacopy:
+                        self.upper.set_metacopy(node.path, False)
+                return self.upper.open_write(node.path, truncate=trunc, append=append,
+                                             readable=acc == os.O_RDWR), node.path
+            if node.upper is None:
+                key = self._index_key(node)
+                if key is not None and self.upper.index_lookup(key):
+                    return self.upper.index_open(key), node.path
+            src = self._data_source(node)
+            layer, lpath = src  # type: ignore[misc]
+            return layer.open_read(lpath), node.path
+
+    # ------------------------------------------------------------------ removing
+    @_changing
+    def unlink(self, path: Any) -> None:
+        """``os.unlink``: ENOENT, EISDIR for a directory, EROFS. A lower object gets a
+        whiteout."""
+        p = self._norm(path)
+        with self._lock:
+            parent, node, name = self._lookup_nofollow(p)
+            self._need_upper(p)  # EROFS comes before ENOENT/EISDIR, as in the VFS
+            if node is None:
+                raise NotFound(p)
+            if node.is_dir:
+                raise IsADir(p)
+            self._remove_node(parent, node, name)
+
+    remove = unlink
+
+    def _remove_node(self, parent: _Node, node: _Node, name: str) -> None:
+        lower_visible = self._has_lower(parent, name) or node.lower is not None
+        key = self._index_key(node) if node.upper is None else None
+        if key is not None and self.upper.index_lookup(key):
+            self._index_consume(key)
+        if parent.upper is None:
+            parent = self._copy_up(parent)
+        if node.upper is not None:
+            if node.is_dir:
+                self._purge_whiteouts(node.path)
+            self.upper.remove(node.path)
+        if lower_visible:
+            self._whiteout(node.path, "deleted a name that exists in a lower layer: the "
+                           "whiteout hides it")
+
+    def _purge_whiteouts(self, path: str) -> None:
+        for name in self.upper.listdir(path):
+            cp = _p.join(path, name)
+            e = self.upper.lookup(cp)
+            if e is not None and e.kind is Kind.WHITEOUT:
+                self.upper.remove(cp)
+
+    @_changing
+    def rmdir(self, path: Any) -> None:
+        """``os.rmdir``: ENOENT, ENOTDIR, ENOTEMPTY (names in any layer count), EBUSY for
+        the root, EROFS."""
+        p = self._norm(path)
+        with self._lock:
+            if p == "/":
+                raise from_errno(errno.EBUSY, p)
+            parent, node, name = self._lookup_nofollow(p)
+            self._need_upper(p)  # EROFS comes before ENOENT/ENOTDIR, as in the VFS
+            if node is None:
+                raise NotFound(p)
+            if not node.is_dir:
+                raise NotADir(p)
+            if self._names(node):
+                raise NotEmpty(p)
+            self._remove_node(parent, node, name)
+
+    # ------------------------------------------------------------------ rename
+    @_changing
+    def rename(self, src: Any, dst: Any, flags: int = 0) -> None:
+        """``rename(2)``/``renameat2``: ``flags`` may hold ``RENAME_NOREPLACE`` (1) and
+        ``RENAME_EXCHANGE`` (2). Errors: ENOENT, EEXIST (noreplace), ENOTDIR, EISDIR,
+        ENOTEMPTY, EINVAL (a directory into itself, or bad flags), EXDEV (a lower or merged
+        directory without ``redirect_dir``), EBUSY (the root), EROFS."""
+        s, d = self._norm(src), self._norm(dst)
+        if flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE) or (
+                flags & RENAME_NOREPLACE and flags & RENAME_EXCHANGE):
+            raise InvalidPath(s, "invalid rename flags")
+        with self._lock:
+            sparent, sname = self._parent_of(s)
+            dparent, dname = self._parent_of(d)
+            if self.upper is None:
+                raise ReadOnly(s)
+            snode = self._last(sparent, sname, s)
+            if snode is None:
+                raise NotFound(s)
+            dnode = self._last(dparent, dname, d)
+            # the order of checks is the kernel's: VFS first (EROFS, ENOENT, EBUSY, EEXIST,
+            # EINVAL/ENOTEMPTY for ancestors, ENOTDIR/EISDIR), then overlayfs (EXDEV, then
+            # ENOTEMPTY of a merged target)
+            self._need_upper(s)
+            if snode is None:
+                raise NotFound(s)
+            if s == "/" or d == "/":
+                raise from_errno(errno.EBUSY, s)
+            if flags & RENAME_EXCHANGE and dnode is None:
+                raise NotFound(d)
+            if flags & RENAME_NOREPLACE and dnode is not None:
+                raise Exists(d)
+            if _p.is_within(d, s) and d != s:
+                raise InvalidPath(s, "cannot move a directory into itself")
+            if _p.is_within(s, d) and s != d:
+                if flags & RENAME_EXCHANGE:
+                    raise InvalidPath(s, "cannot move a directory into itself")
+                raise NotEmpty(d)
+            if s == d:
+                return
+            if flags & RENAME_EXCHANGE:
+                self._exchange(sparent, snode, dparent, dnode)  # type: ignore[arg-type]
+                return
+            if dnode is not None:
+                if (snode.upper is not None and dnode.upper is not None
+                        and not snode.is_dir and snode.upper.nlink > 1
+                        and snode.upper.ino == dnode.upper.ino):
+                    return  # two links to one file: POSIX says do nothing
+                if snode.is_dir and not dnode.is_dir:
+                    raise NotADir(d)
+                if not snode.is_dir and dnode.is_dir:
+                    raise IsADir(d)
+            _check_name(dname, d)
+            self._check_movable(snode, s, d)
+            if dnode is not None and dnode.is_dir and self._names(dnode):
+                raise NotEmpty(d)
+            self._rename(s, snode, sparent, d, dnode, dparent, dname)
+
+    def replace(self, src: Any, dst: Any) -> None:
+        """``os.replace``: rename, replacing ``dst``."""
+        self.rename(src, dst)
+
+    def _check_movable(self, node: _Node, s: str, d: str) -> None:
+        """EXDEV for a directory with lower parts when redirects cannot be recorded."""
+        if self._dir_needs_redirect(node) and (
+                not self.redirect_dir or not self._upper_has_xattrs()):
+            self._emit(EventKind.EXDEV, s, self.upper_name,
+                       "renaming a directory that has lower parts needs redirect_dir=on;"
+                       " without it overlayfs answers EXDEV (tools then copy)")
+            raise CrossDevice(s, path2=d)
+
+    def _dir_needs_redirect(self, node: _Node) -> bool:
+        return node.is_dir and node.lower is not None and node.lower.is_dir and not (
+            node.upper is not None and node.upper.opaque)
+
+    def _rename(self, s: str, snode: _Node, sparent: _Node, d: str, dnode: _Node | None,
+                dparent: _Node, dname: str) -> None:
+        redirect = None
+        if self._dir_needs_redirect(snode):
+            if snode.upper is not None and snode.upper.redirect:
+                r = snode.upper.redirect
+                redirect = r if r.startswith("/") else _p.join(_p.split(snode.lower_key or s)[0],
+                                                               r)
+            else:
+                redirect = snode.lower_key or s
+        src_lower = snode.lower is not None or self._has_lower(sparent, _p.split(s)[1])
+        snode = self._copy_up(snode, meta_only_ok=True)
+        dparent = self._walk(_p.split(d)[0])
+        if dparent.upper is None:
+            dparent = self._copy_up(dparent)
+        sparent = self._walk(_p.split(s)[0])
+        if dnode is not None and dnode.upper is not None:
+            if dnode.is_dir:
+                self._purge_whiteouts(d)
+            if dnode.upper is not None and self.upper.lookup(d) is not None and dnode.is_dir:
+                self.upper.remove(d)
+        else:
+            self._clear_whiteout(d)
+        self.upper.rename(s, d)
+        if redirect is not None:
+            same_parent = _p.split(s)[0] == _p.split(d)[0] and _p.split(redirect)[0] == \
+                _p.split(s)[0]
+            value = _p.split(redirect)[1] if same_parent else redirect
+            self.upper.set_redirect(d, value)
+            self._emit(EventKind.REDIRECT, d, self.upper_name,
+                       f"renamed directory keeps its lower contents: overlay.redirect="
+                       f"{value}")
+        elif snode.is_dir and not (snode.upper is not None and snode.upper.opaque) and \
+                (dnode is not None or self._has_lower(dparent, dname)):
+            self.upper.set_opaque(d, True)
+            self._emit(EventKind.OPAQUE, d, self.upper_name,
+                       "directory moved over a lower name: opaque, so the lower contents "
+                       "there stay hidden")
+        if src_lower:
+            self._whiteout(s, "renamed away from a name that exists in a lower layer")
+
+    def _exchange(self, sparent: _Node, snode: _Node, dparent: _Node, dnode: _Node) -> None:
+        self._check_movable(snode, snode.path, dnode.path)
+        self._check_movable(dnode, dnode.path, snode.path)
+        moves = []
+        for n, other in ((snode, dnode.path), (dnode, snode.path)):
+            if self._dir_needs_redirect(n):
+                r = n.upper.redirect if n.upper is not None else None
+                moves.append((other, r if r and r.startswith("/") else (n.lower_key or n.path)))
+        self._copy_up(snode, meta_only_ok=True)
+        self._copy_up(self._walk(dnode.path, follow=False), meta_only_ok=True)
+        exchange = getattr(self.upper, "exchange", None)
+        if exchange is None:
+            raise NotSupported(snode.path)
+        exchange(snode.path, dnode.path)
+        for where, target in moves:
+            self.upper.set_redirect(where, target)
+            self._emit(EventKind.REDIRECT, where, self.upper_name,
+                       f"exchanged directory keeps its lower contents: overlay.redirect="
+                       f"{target}")
+
+    # ------------------------------------------------------------------ metadata
+    def _meta_target(self, p: str, follow: bool) -> _Node:
+        node = self._walk(p, follow=follow)
+        self._need_upper(p)
+        return self._copy_up(node, meta_only_ok=True)
+
+    @_changing
+    def chmod(self, path: Any, mode: int, *, follow_symlinks: bool = True) -> None:
+        """``os.chmod`` (copy-up first; metadata only with ``metacopy``)."""
+        p = self._norm(path)
+        with self._lock:
+            node = self._walk(p, follow=follow_symlinks)
+            if node.kind is Kind.SYMLINK:
+                raise NotSupported(p, "symlink modes cannot be changed on Linux")
+            self._need_upper(p)
+            node = self._copy_up(node, meta_only_ok=True)
+            self.upper.chmod(node.path, mode & 0o7777)
+
+    @_changing
+    def chown(self, path: Any, uid: int, gid: int, *, follow_symlinks: bool = True) -> None:
+        """``os.chown`` (-1 keeps a value)."""
+        p = self._norm(path)
+        with self._lock:
+            node = self._meta_target(p, follow_symlinks)
+            e = node.upper
+            self.upper.chown(node.path, e.uid if uid == -1 else uid,
+                             e.gid if gid == -1 else gid)
+
+    def lchown(self, path: Any, uid: int, gid: int) -> None:
+        self.chown(path, uid, gid, follow_symlinks=False)
+
+    @_changing
+    def utime(self, path: Any, times: tuple[float, float] | None = None, *,
+              ns: tuple[int, int] | None = None, follow_symlinks: bool = True) -> None:
+        """``os.utime`` (``times`` in seconds or ``ns=``; neither: now)."""
+        p = self._norm(path)
+        if times is not None and ns is not None:
+            raise ValueError("utime: you may specify either 'times' or 'ns' but not both")
+        if ns is None:
+            if times is None:
+                import time
+
+                now = time.time_ns()
+                ns = (now, now)
+            else:
+                ns = (int(times[0] * 1e9), int(times[1] * 1e9))
+        with self._lock:
+            node = self._meta_target(p, follow_symlinks)
+            self.upper.utime(node.path, ns[0], ns[1])
+
+    @_changing
+    def truncate(self, path: Any, length: int) -> None:
+        """``os.truncate``: EISDIR, EINVAL (negative length or not a regular file), EROFS."""
+        p = self._norm(path)
+        with self._lock:
+            node = self._walk(p)
+            if node.is_dir:
+                raise IsADir(p)
+            if node.kind is not Kind.FILE or length < 0:
+                raise InvalidPath(p)
+            self._need_upper(p)
+            node = self._copy_up(node, data=length > 0)
+            self.upper.truncate(node.path, length)
+
+    @_changing
+    def setxattr(self, path: Any, name: str, value: bytes, flags: int = 0, *,
+                 follow_symlinks: bool = True) -> None:
+        """``os.setxattr``: EEXIST (``XATTR_CREATE``), ENODATA (``XATTR_REPLACE``), EROFS
+        (checked first, as the VFS does). Overlay-namespace names are stored escaped."""
+        p = self._norm(path)
+        with self._lock:
+            node = self._walk(p, follow=follow_symlinks)
+            self._need_upper(p)
+            _check_user_xattr(node, name, p)
+            have = node.entry.xattr(name) is not None
+            if flags & os.XATTR_CREATE and have:
+                raise Exists(p)
+            if flags & os.XATTR_REPLACE and not have:
+                raise NoData(p)
+            node = self._copy_up(node, meta_only_ok=True)
+            self.upper.setxattr(node.path, name, bytes(value), 0)
+
+    @_changing
+    def removexattr(self, path: Any, name: str, *, follow_symlinks: bool = True) -> None:
+        """``os.removexattr``: ENODATA when absent (no copy-up then), EROFS."""
+        p = self._norm(path)
+        with self._lock:
+            node = self._walk(p, follow=follow_symlinks)
+            self._need_upper(p)
+            _check_user_xattr(node, name, p)
+            if node.entry.xattr(name) is None:
+                raise NoData(p)
+            self._need_upper(p)
+            node = self._copy_up(node, meta_only_ok=True)
+            self.upper.removexattr(node.path, name)
+
+    # ------------------------------------------------------------------ misc
+    @_changing
+    def copy_up(self, path: Any) -> None:
+        """Copy ``path`` (not following a final symlink) into the upper now, data included."""
+        p = self._norm(path)
+        with self._lock:
+            self._need_upper(p)
+            self._copy_up(self._walk(p, follow=False))
+
+    def read_bytes(self, path: Any) -> bytes:
+        """The whole content of a regular file (convenience for tests and the demo)."""
+        with self.open(path, "rb") as f:
+            return f.read()
+
+    def write_bytes(self, path: Any, data: bytes) -> None:
+        with self.open(path, "wb") as f:
+            f.write(data)
+
+
+__all__ = ["RENAME_EXCHANGE", "RENAME_NOREPLACE", "Provenance", "Source", "UnionDirEntry",
+           "UnionFS", "UnionFSError"]
