@@ -1,0 +1,416 @@
+"""Benchmark the FUSE mount against kernel overlayfs, fuse-overlayfs, unionfs-fuse and the plain
+merged directory, on the same generated layer stacks; every figure also as a ratio to
+fuse-overlayfs measured in the same run.
+
+    sudo .venv/bin/python benchmarks/mount_bench.py            # 1/8/32/128 layers, 20k files
+    sudo .venv/bin/python benchmarks/mount_bench.py --quick    # reduced scale (a minute)
+    ... --layers 1 8 --impls unionfs fuse-overlayfs --json out.json
+
+Needs root (mounts, dropping the page cache). Operations: stat walk, readdir walk, small-file
+reads, sequential and random 4 KiB reads of a large file, copy-up of small files and of the
+large file, creates, unlinks of lower files, ``tar c`` of the mount; read operations cold
+(fresh mount, caches dropped) and warm (the same run repeated at once); changing operations on
+a fresh upper dir, cold and warm (targets read once before). Prints a table and JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import pathlib
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+BASELINE = "fuse-overlayfs"
+IMPLS = ("unionfs", "kernel", "fuse-overlayfs", "unionfs-fuse", "plain")
+
+
+@dataclass(frozen=True)
+class Scale:
+    files: int
+    big_mib: int
+    small_reads: int
+    rand_reads: int
+    copyups: int
+    creates: int
+    unlinks: int
+
+
+FULL = Scale(files=20_000, big_mib=256, small_reads=2000, rand_reads=4000, copyups=1000,
+             creates=10_000, unlinks=1000)
+QUICK = Scale(files=3000, big_mib=32, small_reads=500, rand_reads=1000, copyups=200,
+              creates=1000, unlinks=200)
+
+
+# ------------------------------------------------------------------------------ the stacks
+
+@dataclass
+class Stack:
+    base: pathlib.Path
+    lowers: list[pathlib.Path]      # top-most first
+    plain: pathlib.Path             # the merged tree, as a plain directory
+    files: list[str]                # every merged regular file (relative)
+    paths: list[str]                # every merged path (relative)
+    lower_files: list[str]          # small files that live in lower layers (targets)
+
+
+def build_stack(base: pathlib.Path, layers: int, scale: Scale, big_src: pathlib.Path) -> Stack:
+    """``layers`` lower dirs holding ``scale.files`` small files spread over them (about 5 %
+    shadowed by a higher layer), 100 per directory, every directory present in several layers
+    (merged); one large file in the bottom layer; and the plain merged tree beside them."""
+    rng = random.Random(layers)
+    lowers = [base / f"l{i:03d}" for i in range(layers)]
+    for p in lowers:
+        p.mkdir(parents=True)
+    merged: dict[str, pathlib.Path] = {}
+    ndirs = max(1, scale.files // 100)
+    for j in range(scale.files):
+        rel = f"d{j % ndirs:04d}/f{j:06d}"
+        layer = j % layers
+        src = lowers[layer] / rel
+        src.parent.mkdir(exist_ok=True)
+        src.write_bytes(rng.randbytes(rng.randint(100, 4000)))
+        merged[rel] = src
+        if layer > 0 and j % 20 == 0:  # shadowed by a copy one layer up (index - 1)
+            top = lowers[layer - 1] / rel
+            top.parent.mkdir(exist_ok=True)
+            top.write_bytes(b"shadow " + rel.encode())
+            merged[rel] = top
+    big_rel = "big/large.bin"
+    (lowers[-1] / "big").mkdir()
+    os.link(big_src, lowers[-1] / big_rel)
+    merged[big_rel] = lowers[-1] / big_rel
+    plain = base / "plain"
+    for rel, src in merged.items():
+        dst = plain / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        os.link(src, dst)
+    files = sorted(merged)
+    paths = sorted(set(files) | {os.path.dirname(f) for f in files})
+    lower_files = [f for f in files if f != big_rel]
+    return Stack(base, lowers, plain, files, paths, lower_files)
+
+
+# ------------------------------------------------------------------------------ mounting
+
+def _run(cmd: list[str], **kw) -> None:
+    r = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    if r.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:3])}...: {r.stderr.strip()}")
+
+
+@contextlib.contextmanager
+def mounted(impl: str, stack: Stack, scratch: pathlib.Path) -> Iterator[pathlib.Path]:
+    """A fresh mount of ``stack`` by ``impl`` with an empty upper dir below ``scratch``."""
+    if scratch.exists():
+        shutil.rmtree(scratch)
+    upper, work, mnt = scratch / "u", scratch / "w", scratch / "m"
+    for p in (upper, work, mnt):
+        p.mkdir(parents=True)
+    lowerdir = ":".join(str(p) for p in stack.lowers)
+    if impl == "plain":
+        # changes need a private copy; reads use the merged tree itself
+        yield stack.plain
+        return
+    if impl == "unionfs":
+        _run([sys.executable, "-m", "unionfs", "mount", "-o",
+              f"lowerdir={lowerdir},upperdir={upper},workdir={work}", str(mnt)],
+             cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        umount = [sys.executable, "-m", "unionfs", "umount", str(mnt)]
+    elif impl == "kernel":
+        _run(["mount", "-t", "overlay", "overlay", "-o",
+              f"lowerdir={lowerdir},upperdir={upper},workdir={work}", str(mnt)])
+        umount = ["umount", str(mnt)]
+    elif impl == "fuse-overlayfs":
+        _run(["fuse-overlayfs", "-o", f"lowerdir={lowerdir},upperdir={upper},workdir={work}",
+              str(mnt)])
+        umount = ["fusermount3", "-u", str(mnt)]
+    elif impl == "unionfs-fuse":
+        branches = ":".join([f"{upper}=RW"] + [f"{p}=RO" for p in stack.lowers])
+        _run(["unionfs-fuse", "-o", "cow,allow_other,use_ino", branches, str(mnt)])
+        umount = ["fusermount", "-u", str(mnt)]
+    else:
+        raise ValueError(impl)
+    try:
+        yield mnt
+    finally:
+        r = subprocess.run(umount, capture_output=True, cwd=ROOT,
+                           env={**os.environ, "PYTHONPATH": str(ROOT)})
+        if r.returncode != 0:
+            subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+@contextlib.contextmanager
+def writable(impl: str, stack: Stack, scratch: pathlib.Path) -> Iterator[pathlib.Path]:
+    """Like ``mounted``, but for the plain directory a private copy to change."""
+    if impl != "plain":
+        with mounted(impl, stack, scratch) as m:
+            yield m
+        return
+    if scratch.exists():
+        shutil.rmtree(scratch)
+    scratch.mkdir(parents=True)
+    copy = scratch / "plain"
+    _run(["cp", "-a", str(stack.plain), str(copy)])
+    yield copy
+
+
+def drop_caches() -> None:
+    os.sync()
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("3\n")
+
+
+# ------------------------------------------------------------------------------ operations
+
+def op_stat(m: pathlib.Path, s: Stack, sc: Scale) -> int:
+    for rel in s.paths:
+        os.lstat(m / rel)
+    return len(s.paths)
+
+
+def op_readdir(m: pathlib.Path, s: Stack, sc: Scale) -> int:
+    n = 0
+    stack = [str(m)]
+    while stack:
+        d = stack.pop()
+        with os.scandir(d) as it:
+            for e in it:
+                n += 1
+                if e.is_dir(follow_symlinks=False):
+                    stack.append(e.path)
+    return n
+
+
+def op_small_read(m: pathlib.Path, s: Stack, sc: Scale) -> int:
+    step = max(1, len(s.lower_files) // sc.small_reads)
+    targets = s.lower_files[::step][:sc.small_reads]
+    for rel in targets:
+        with open(m / rel, "rb") as f:
+            f.read()
+    return len(targets)
+
+
+def op_seq_read(m: pathlib.Path, s: Stack, sc: Scale) -> int:
+    n = 0
+    with open(m / "big/large.bin", "rb", buffering=0) as f:
+        while chunk := f.read(1 << 20):
+            n += len(chunk)
+    return n >> 20  # MiB
+
+
+def op_rand_read(m: pathlib.Path, s: Stack, sc: Scale) -> int:
+    rng = random.Random(7)
+    size = sc.big_mib << 20
+    fd = os.open(m / "big/large.bin", os.O_RDONLY)
+    try:
+        for _ in range(sc.rand_reads):
+            os.pread(fd, 4096, rng.randrange(0, size // 4096) * 4096)
+    finally:
+        os.close(fd)
+    return sc.rand_reads
+
+
+def op_tar(m: pathlib.Path, s: Stack, sc: Scale) -> int:
+    # through a pipe: GNU tar skips reading file data when it writes to /dev/null itself
+    r = subprocess.run(f"tar -cf - -C '{m}' . | cat > /dev/null", shell=True)
+    if r.returncode != 0:
+        raise RuntimeError("tar failed")
+    return 1
+
+
+def _targets(s: Stack, n: int) -> list[str]:
+    step = max(1, len(s.lower_files) // n)
+    return s.lower_files[1::step][:n]
+
+
+def op_copyup_small(m: pathlib.Path, s: Stack, sc: Scale) -> int:
+    targets = _targets(s, sc.copyups)
+    for rel in targets:
+        with open(m / rel, "ab") as f:
+            f.write(b"+")
+    return len(targets)
+
+
+def op_copyup_big(m: pathlib.Path, s: Stack, sc: Scale) -> int:
+    with open(m / "big/large.bin", "r+b") as f:
+        f.write(b"+")
+    return sc.big_mib
+
+
+def op_create(m: pathlib.Path, s: Stack, sc: Scale) -> int:
+    base = m / "created"
+    base.mkdir()
+    for i in range(sc.creates):
+        if i % 1000 == 0:
+            d = base / f"c{i // 1000:03d}"
+            d.mkdir()
+        with open(d / f"n{i:06d}", "wb") as f:
+            f.write(b"new file\n")
+    return sc.creates
+
+
+def op_unlink(m: pathlib.Path, s: Stack, sc: Scale) -> int:
+    targets = _targets(s, sc.unlinks)
+    for rel in targets:
+        os.unlink(m / rel)
+    return len(targets)
+
+
+READ_OPS: dict[str, tuple[Callable, str]] = {
+    "stat walk": (op_stat, "stat/s"),
+    "readdir walk": (op_readdir, "entries/s"),
+    "small-file reads": (op_small_read, "files/s"),
+    "sequential read": (op_seq_read, "MiB/s"),
+    "random 4K reads": (op_rand_read, "reads/s"),
+    "tar c": (op_tar, "runs/s"),
+}
+WRITE_OPS: dict[str, tuple[Callable, str]] = {
+    "copy-up small files": (op_copyup_small, "files/s"),
+    "copy-up large file": (op_copyup_big, "MiB/s"),
+    "creates": (op_create, "files/s"),
+    "unlink lower files": (op_unlink, "unlinks/s"),
+}
+
+
+def timed(fn: Callable, *args) -> float:
+    """Throughput of one run: units per second."""
+    t0 = time.perf_counter()
+    n = fn(*args)
+    return n / (time.perf_counter() - t0)
+
+
+def warm_targets(m: pathlib.Path, s: Stack, name: str, sc: Scale) -> None:
+    """Bring what a changing operation touches into the caches (its warm variant)."""
+    if name == "copy-up large file":
+        op_seq_read(m, s, sc)
+    elif name in ("copy-up small files", "unlink lower files"):
+        for rel in _targets(s, sc.copyups if "copy" in name else sc.unlinks):
+            (m / rel).read_bytes()
+    else:
+        op_stat(m, s, sc)
+
+
+# ------------------------------------------------------------------------------ main
+
+def available(impl: str) -> bool:
+    return {"unionfs": True, "plain": True, "kernel": True,
+            "fuse-overlayfs": shutil.which("fuse-overlayfs") is not None,
+            "unionfs-fuse": shutil.which("unionfs-fuse") is not None}[impl]
+
+
+def run(args: argparse.Namespace) -> dict:
+    scale = QUICK if args.quick else FULL
+    base = pathlib.Path(args.workdir)
+    if base.exists():
+        shutil.rmtree(base)
+    base.mkdir(parents=True)
+    impls = [i for i in args.impls if available(i)]
+    big_src = base / "big.src"
+    with open(big_src, "wb") as f:
+        rng = random.Random(1)
+        for _ in range(scale.big_mib):
+            f.write(rng.randbytes(1 << 20))
+    results: dict = {"scale": scale.__dict__, "impls": impls, "baseline": BASELINE,
+                     "stacks": {}}
+    for layers in args.layers:
+        t0 = time.perf_counter()
+        stack = build_stack(base / f"s{layers}", layers, scale, big_src)
+        print(f"# {layers} layers: {len(stack.files)} files, built in "
+              f"{time.perf_counter() - t0:.1f}s", file=sys.stderr, flush=True)
+        table: dict = {}
+        scratch = base / "scratch"
+        for name, (fn, unit) in READ_OPS.items():
+            for impl in impls:
+                with mounted(impl, stack, scratch) as m:
+                    drop_caches()
+                    cold = timed(fn, m, stack, scale)
+                    warm = timed(fn, m, stack, scale)
+                table.setdefault(name, {"unit": unit})[impl] = {"cold": cold, "warm": warm}
+                print(f"  {name:22s} {impl:15s} cold {cold:12.1f} warm {warm:12.1f} {unit}",
+                      file=sys.stderr, flush=True)
+        for name, (fn, unit) in WRITE_OPS.items():
+            for impl in impls:
+                row = {}
+                for mode in ("cold", "warm"):
+                    with writable(impl, stack, scratch) as m:
+                        if mode == "warm":
+                            warm_targets(m, stack, name, scale)
+                        else:
+                            drop_caches()
+                        row[mode] = timed(fn, m, stack, scale)
+                table.setdefault(name, {"unit": unit})[impl] = row
+                print(f"  {name:22s} {impl:15s} cold {row['cold']:12.1f} warm "
+                      f"{row['warm']:12.1f} {unit}", file=sys.stderr, flush=True)
+        if scratch.exists():
+            shutil.rmtree(scratch)
+        for row in table.values():
+            base_row = row.get(BASELINE)
+            for impl in impls:
+                for mode in ("cold", "warm"):
+                    if base_row and base_row[mode] > 0:
+                        row[impl][f"{mode}_ratio"] = row[impl][mode] / base_row[mode]
+        results["stacks"][str(layers)] = table
+        shutil.rmtree(stack.base)
+    shutil.rmtree(base)
+    return results
+
+
+def print_table(results: dict) -> None:
+    impls = results["impls"]
+    head = f"{'layers':>6} {'operation':22} {'mode':5} " + " ".join(f"{i:>16}" for i in impls)
+    print(f"throughput, and (in brackets) ratio to {results['baseline']} (higher is better)")
+    print(head)
+    print("-" * len(head))
+    for layers, table in results["stacks"].items():
+        for name, row in table.items():
+            for mode in ("cold", "warm"):
+                cells = []
+                for impl in impls:
+                    v = row[impl]
+                    ratio = v.get(f"{mode}_ratio")
+                    figure = f"{v[mode]:.0f}" if v[mode] >= 100 else f"{v[mode]:.3g}"
+                    cells.append(f"{figure:>9}" + (f" ({ratio:4.2f})" if ratio else " " * 7))
+                print(f"{layers:>6} {name:22} {mode:5} " + " ".join(f"{c:>16}" for c in cells)
+                      + f"  {row['unit']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="reduced scale (3k files, 32 MiB)")
+    ap.add_argument("--layers", type=int, nargs="+", default=None)
+    ap.add_argument("--impls", nargs="+", default=list(IMPLS), choices=IMPLS)
+    ap.add_argument("--workdir", default="/var/tmp/unionfs-mount-bench")
+    ap.add_argument("--json", help="also write the results to this file")
+    ap.add_argument("--show", metavar="JSON", help="print the table of an earlier run's JSON")
+    args = ap.parse_args(argv)
+    if args.show:
+        print_table(json.loads(pathlib.Path(args.show).read_text()))
+        return 0
+    if args.layers is None:
+        args.layers = [1, 8] if args.quick else [1, 8, 32, 128]
+    if os.geteuid() != 0:
+        print("mount_bench needs root (mounts, drop_caches)", file=sys.stderr)
+        return 2
+    # SIGTERM unwinds like ^C, so every mount is taken down by its finally block
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    results = run(args)
+    print_table(results)
+    text = json.dumps(results, indent=1)
+    if args.json:
+        pathlib.Path(args.json).write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
