@@ -19,7 +19,7 @@ sysdeps:
 	@scripts/install-sysdeps
 
 demo: venv
-	$(BIN)/unionfs demo
+	$(BIN)/imagesim tour
 
 test: venv sysdeps
 	$(BIN)/ruff check unionfs imagesim tests benchmarks
