@@ -250,13 +250,16 @@ class FileBlobStore:
             os.unlink(path)
             raise DigestInvalid(f"digest mismatch: expected {digest}, got {actual}",
                                 expected=str(digest), actual=str(actual))
-        self._install(path, digest)
+        self.install(path, digest)
 
     def temporary(self) -> tuple[int, str]:
         """A new temporary file in this store's ``tmp`` (fd, path)."""
         return tempfile.mkstemp(dir=self.tmp_dir, prefix="blob-")
 
-    def _install(self, tmp_path: str, digest: Digest) -> None:
+    def install(self, tmp_path: str, digest: Digest) -> None:
+        """Publish a complete, already verified file under ``digest`` by renaming it into place
+        (it must be on this store's filesystem, e.g. from ``temporary``). Idempotent: if the
+        blob exists, the file is removed instead."""
         final = self.path(digest)
         if os.path.exists(final):
             os.unlink(tmp_path)  # idempotent: the same bytes are already there
@@ -302,7 +305,7 @@ class _FileWriter(BlobWriter):
             os.fsync(self._file.fileno())
         self._file.close()
         self._file = None
-        self._store._install(self._tmp, digest)
+        self._store.install(self._tmp, digest)
 
     def _discard(self) -> None:
         if self._file is not None:

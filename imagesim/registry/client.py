@@ -656,7 +656,7 @@ def push(store: Any, ref: Reference | str, *, config: ClientConfig | None = None
     """Push the local image ``ref`` names (``HOST[:PORT]/PATH[:TAG]``) to its registry:
     layers (HEAD to skip present ones, cross-repo mount where a source is known, streamed
     upload otherwise), config, then the manifest under the tag. Prints docker's lines.
-    Raises ``ImageNotFound`` (no such local image), ``ReferenceInvalid`` (no registry host),
+    Raises ``ImageNotFound`` (no such local image), ``Denied`` (no registry host in the name),
     ``Unauthorized``, ``RegistryUnreachable`` and the registry's errors."""
     r = ref if isinstance(ref, Reference) else Reference.parse(ref)
     if r.registry_host is None:

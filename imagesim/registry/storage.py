@@ -279,7 +279,7 @@ class Upload:
             with open(self.data_path, "rb+") as f:
                 os.fsync(f.fileno())
         # the session file is on the same filesystem: a rename publishes it atomically
-        store._install(self.data_path, digest)
+        store.install(self.data_path, digest)
         self.storage.link_blob(self.name, digest)
         shutil.rmtree(self.dir, ignore_errors=True)
         return digest

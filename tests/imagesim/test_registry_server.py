@@ -734,3 +734,30 @@ def test_chunked_upload_property(http, data, cuts, forms, bad):
     r = http.put(loc, params={"digest": dg(data)})
     assert r.status_code == 201, r.text
     assert http.get(f"/v2/prop/blobs/{dg(data)}").content == data
+
+
+def test_disk_full_mid_upload_stores_nothing(tmp_path):
+    from tests.conftest import need_root
+    need_root()
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    try:
+        with ServerThread(mnt / "reg", fsync=False) as srv, \
+                httpx.Client(base_url=srv.url, timeout=30) as c:
+            big = os.urandom(2 << 20)
+            r = c.post("/v2/full/blobs/uploads/", params={"digest": dg(big)}, content=big)
+            assert r.status_code == 500
+            assert errors(r) == ["UNKNOWN"]
+            assert "No space left on device" in r.json()["errors"][0]["message"]
+            assert c.head(f"/v2/full/blobs/{dg(big)}").status_code == 404
+            assert blob_files(mnt / "reg") == []
+            assert os.listdir(mnt / "reg" / "uploads") == []
+            small = b"still works"
+            r = c.post("/v2/full/blobs/uploads/", params={"digest": dg(small)}, content=small)
+            assert r.status_code == 201
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
