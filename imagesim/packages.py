@@ -594,6 +594,8 @@ def _remove(fs: OsLike, names: list[str], assume_yes: bool, out: TextIO, err: Te
         return 0
     out.write("The following packages will be REMOVED:\n  " + " ".join(sorted(gone)) + "\n")
     out.write(f"0 upgraded, 0 newly installed, {len(gone)} to remove and 0 not upgraded.\n")
+    freed = sum(int(have[n].get("Installed-Size", "0") or 0) for n in gone) * 1024
+    out.write(f"After this operation, {_kb(freed)} disk space will be freed.\n")
     if not _confirm(assume_yes, out, ask):
         return 1
     for n in sorted(gone):

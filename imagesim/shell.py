@@ -28,13 +28,14 @@ and ``until`` loops with ``break``/``continue``, ``case ... esac``, here-documen
 ``$@``, ``$1``..., ``$(command)`` and backquotes, ``$((arithmetic))``, ``NAME=value``
 assignments (before a command: its environment only), redirections ``>``, ``>>``, ``<``,
 ``2>``, ``2>&1``, ``&>`` (``/dev/null`` works in any image), ``# comments``, and
-``*``/``?``/``[...]`` globs. Not supported: functions, ``( ... )`` and ``{ ...; }`` groups;
-``&`` runs the command in the foreground.
+``*``/``?``/``[...]`` globs, ``{ LIST; }`` and ``( LIST )`` (a subshell), functions
+(``name() { ...; }`` with ``return``). ``&`` runs the command in the foreground: nothing
+runs concurrently here.
 
 Commands: ``ls cat echo printf touch mkdir rm rmdir cp mv ln readlink chmod chown stat find
 du cd pwd exit env printenv export unset set shift read true false : which type test [
 head tail wc grep sort basename dirname hostname whoami id uname sleep clear sh bash . source
-break continue``, and the image's package tools on the offline catalog of
+break continue return``, and the image's package tools on the offline catalog of
 ``imagesim.packages``: ``apt-get``, ``apt``, ``dpkg`` (images that have them, like ubuntu)
 and ``apk`` (Alpine images). Files in ``$PATH`` that are ``#!/bin/sh`` scripts (the catalog's
 programs) run in this shell; other files there are images' stand-ins for binaries and fail
@@ -370,6 +371,23 @@ class Case:
     redirects: list[Redirect] = field(default_factory=list)
 
 
+@dataclass
+class Group:
+    """``{ LIST; }`` (this shell) or ``( LIST )`` (a subshell: changes stay inside)."""
+
+    body: list[AndOr]
+    subshell: bool
+    redirects: list[Redirect] = field(default_factory=list)
+
+
+@dataclass
+class FuncDef:
+    """``NAME() { LIST; }``: defines a function, runs nothing."""
+
+    name: str
+    body: Any
+
+
 _RESERVED = frozenset({"if", "then", "elif", "else", "fi", "for", "in", "do", "done",
                        "while", "until", "!", "{", "}", "case", "esac"})
 _REDIRECT_RE = re.compile(r"(\d*)(<<|>>|>&|>|<|&>)")
@@ -413,12 +431,15 @@ class _Parser:
             raise self.fail(t)
         self.pos += 1
 
-    def parse_list(self, stops: frozenset[str] = frozenset()) -> list[AndOr]:
+    def parse_list(self, stops: frozenset[str] = frozenset(),
+                   stop_ops: frozenset[str] = frozenset()) -> list[AndOr]:
         items: list[AndOr] = []
         while True:
             self.skip_newlines()
             t = self.peek()
             if t is None or (self.reserved(t) in stops and self.reserved(t) is not None):
+                return items
+            if isinstance(t, Op) and t.value in stop_ops:
                 return items
             if self.is_op(t, ";;") and "esac" in stops:
                 return items
@@ -434,6 +455,8 @@ class _Parser:
                     raise self.fail(self.peek())
                 continue
             if t is None or (self.reserved(t) in stops and self.reserved(t) is not None):
+                return items
+            if isinstance(t, Op) and t.value in stop_ops:
                 return items
             raise self.fail(t)
 
@@ -575,7 +598,31 @@ class _Parser:
                     self.pos += 1
             return Case(subject, arms, self.redirects())
         if word == "{":
-            raise ShellSyntaxError("`{' groups are not supported by the built-in shell")
+            self.pos += 1
+            body = self.parse_list(frozenset({"}"}))
+            self.expect("}")
+            return Group(body, False, self.redirects())
+        if self.is_op(self.peek(), "("):
+            self.pos += 1
+            body = self.parse_list(stop_ops=frozenset({")"}))
+            self.skip_newlines()
+            if not self.is_op(self.peek(), ")"):
+                raise self.fail(self.peek())
+            self.pos += 1
+            return Group(body, True, self.redirects())
+        t = self.peek()
+        if isinstance(t, Word) and _NAME_RE.fullmatch(_literal(t) or "") and \
+                self.pos + 2 < len(self.toks) + 1 and \
+                self.is_op(self.toks[self.pos + 1] if self.pos + 1 < len(self.toks) else None,
+                           "(") and \
+                self.is_op(self.toks[self.pos + 2] if self.pos + 2 < len(self.toks) else None,
+                           ")"):
+            name = _literal(t) or ""
+            self.pos += 3
+            self.skip_newlines()
+            if self.peek() is None:
+                raise self.fail(None)
+            return FuncDef(name, self.command())
         return self.simple()
 
     def simple(self) -> Command:
@@ -639,6 +686,11 @@ class _Continue(_Break):
     pass
 
 
+class _Return(Exception):
+    def __init__(self, status: int) -> None:
+        self.status = status
+
+
 #: builtins that stand for a program of the image: they run only where the image has it
 _IMAGE_TOOLS = frozenset({"apt-get", "apt", "dpkg", "dpkg-query", "apk"})
 _MAX_LOOPS = 10_000  # with nothing running concurrently, longer loops are runaways
@@ -687,6 +739,7 @@ class Shell:
         self.positional: list[str] = []
         self.lineno = 0
         self.base_line = 0   # lines read before the text being run (the REPL's count)
+        self.functions: dict[str, Any] = {}
         self.interactive = interactive
         self.io = _IO(stdin or io.StringIO(), stdout or io.StringIO(), stderr or io.StringIO())
         self.builtins: dict[str, Callable[[list[str], _IO], int]] = {
@@ -770,6 +823,8 @@ class Shell:
             return self.execute(text)
         except _Exit as e:
             return e.status
+        except _Return as r:  # `return` outside a function ends the script
+            return r.status
 
     def error(self, msg: str) -> None:
         """A shell-level message: interactive ``bash: MSG``; a script's ``bash: line N: MSG``
@@ -807,7 +862,10 @@ class Shell:
             self.status = status
         return status
 
-    def run_compound(self, cmd: If | For | While | Case, streams: _IO) -> int:
+    def run_compound(self, cmd: Any, streams: _IO) -> int:
+        if isinstance(cmd, FuncDef):
+            self.functions[cmd.name] = cmd.body
+            return 0
         try:
             with self.redirected(cmd.redirects, streams) as rio:
                 saved, self.io = self.io, rio
@@ -818,7 +876,21 @@ class Shell:
         except _Usage:
             return 1
 
-    def _compound(self, cmd: If | For | While | Case) -> int:
+    def _compound(self, cmd: Any) -> int:
+        if isinstance(cmd, Group):
+            if not cmd.subshell:
+                return self.run_list(cmd.body)
+            child = Shell(self.fs, env=self.vars, workdir=self.cwd, hostname=self.hostname,
+                          name=self.name, stdin=self.io.stdin, stdout=self.io.stdout,
+                          stderr=self.io.stderr)
+            child.exported = set(self.exported)
+            child.positional = list(self.positional)
+            child.functions = dict(self.functions)
+            child.base_line = self.base_line
+            try:
+                return child.run_list(cmd.body)
+            except _Exit as e:
+                return e.status  # `exit` in ( ... ) leaves only the subshell
         if isinstance(cmd, Case):
             value = self.expand_word(cmd.subject, split=False, glob=False)[0]
             for patterns, body in cmd.arms:
@@ -872,6 +944,9 @@ class Shell:
                     raise _Break(b.levels - 1) from None
                 break
         return status
+
+    def b_return(self, args: list[str], rio: _IO) -> int:
+        raise _Return(int(args[0]) & 0xFF if args and args[0].isdigit() else self.status)
 
     def b_break(self, args: list[str], rio: _IO) -> int:
         raise _Break(int(args[0]) if args and args[0].isdigit() else 1)
@@ -1002,13 +1077,23 @@ class Shell:
 
     def dispatch(self, words: list[str], rio: _IO) -> int:
         name, args = words[0], words[1:]
+        body = self.functions.get(name)
+        if body is not None:
+            saved = self.positional
+            self.positional = list(args)
+            try:
+                return self.run_command(body, rio)
+            except _Return as r:
+                return r.status
+            finally:
+                self.positional = saved
         fn = self.builtins.get(name)
         if name in _IMAGE_TOOLS and self.find_program(name) is None:
             fn = None  # no package manager in this image (alpine has apk, scratch nothing)
         if fn is not None and "/" not in name:
             try:
                 return fn(args, rio)
-            except (_Exit, _Break, BrokenPipeError):
+            except (_Exit, _Break, _Return, BrokenPipeError):
                 raise  # a closed pipe ends the shell as SIGPIPE would, silently
             except _Usage:
                 return 1
@@ -1612,6 +1697,8 @@ class Shell:
             self.positional = args[1:]
         try:
             return self.execute(text)
+        except _Return as r:  # `return` ends a sourced file
+            return r.status
         finally:
             self.io, self.positional = saved_io, saved_pos
 
@@ -3223,6 +3310,8 @@ def _repl(sh: Shell, interactive: bool) -> int:
             sh.execute(text)
         except _Exit as e:
             return e.status
+        except _Return as r:
+            sh.status = r.status
         except KeyboardInterrupt:
             sh.io.stderr.write("^C\n")
             sh.status = 130

@@ -27,7 +27,7 @@ import errno
 import shutil
 import stat as _stat
 import subprocess
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -193,6 +193,34 @@ class Explanation:
     change: str | None                # a container's A/C/D for this path
     volume: Any = None                # a container mount serving the path
     reasons: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        """The explanation as plain data (``imagesim which --json``)."""
+        def layer(li: LayerInfo | None) -> dict[str, Any] | None:
+            if li is None:
+                return None
+            return {"index": li.index, "letter": li.letter, "diff_id": li.diff_id,
+                    "container": li.is_container, "created_by": li.created_by}
+
+        def entry(e: Entry | None) -> dict[str, Any] | None:
+            if e is None:
+                return None
+            return {"kind": e.kind.value, "mode": f"{e.mode:04o}", "size": e.size,
+                    "target": e.target, "opaque": e.opaque}
+
+        return {
+            "path": self.path, "subject": self.subject, "supplier": layer(self.supplier),
+            "entry": entry(self.entry), "merged": [layer(m) for m in self.merged],
+            "shadows": [{"layer": layer(li), "entry": entry(e)} for li, e in self.shadows],
+            "hidden_by": None if self.hidden_by is None else {
+                "layer": layer(self.hidden_by[0]), "path": self.hidden_by[1],
+                "entry": entry(self.hidden_by[2])},
+            "change": self.change,
+            "volume": None if self.volume is None else {
+                "type": self.volume.type, "source": self.volume.source,
+                "destination": self.volume.destination, "rw": self.volume.rw},
+            "reasons": list(self.reasons),
+        }
 
     def lines(self) -> list[str]:
         """The explanation as text lines."""
@@ -708,7 +736,3 @@ def render_svg(dot_text: str, *, dot: str | None = None, timeout: float = 60) ->
     if proc.returncode != 0:
         raise TeachError(f"dot failed: {proc.stderr.decode(errors='replace').strip()}")
     return proc.stdout
-
-
-def iter_images(store: Any) -> Iterable[Any]:
-    return (rec.image for rec in store.images())

@@ -7,6 +7,13 @@ result. A step whose command fails when it should not, or whose output lacks wha
 relies on, is reported as FAILED and the tour exits with status 1, so the tour doubles as an
 end-to-end test. A step whose command does not exist in this build is reported as SKIPPED.
 
+Lessons (``imagesim tour --list``): layers (pull, sharing, history, graph, which), union
+(copy-up, whiteouts, diff, tree, --trace), commit (apt-get install vim, commit -m/-a,
+history, layers --files), registry (a private registry on 127.0.0.1, tag, push, curl
+catalog, pull), volumes (rw, ro, --volumes-from), mysql (data lost without a volume, kept
+with one), tomcat (the webapps fix), redis (a config file bound from the host). Choosing a
+lesson also runs the lessons it builds on.
+
 Nothing leaves the machine: the images come from the built-in library, the private registry
 listens on 127.0.0.1 on a free port, and ``curl`` (the real one when installed) only talks to
 it. By default everything happens in a temporary root that is deleted afterwards.
@@ -375,6 +382,47 @@ def _tomcat(ctx: TourContext) -> list[Step]:
     ]
 
 
+def _redis(ctx: TourContext) -> list[Step]:
+    app = os.path.join(ctx.host, "app", "redis")
+    conf = os.path.join(app, "redis.conf")
+
+    def write_conf() -> Result:
+        os.makedirs(os.path.join(app, "data"), exist_ok=True)
+        with open(conf, "w", encoding="utf-8") as f:
+            f.write("# redis.conf edited on the host\nappendonly yes\n")
+        return Result(0, "", "")
+
+    def edit_conf() -> Result:
+        with open(conf, "a", encoding="utf-8") as f:
+            f.write("requirepass 123456\n")
+        return Result(0, "", "")
+
+    return [
+        Step(f"mkdir -p {app} && printf 'appendonly yes\\n' > {conf}",
+             "The configuration file lives on the host...", (), action=write_conf),
+        Step(f"imagesim run -p 6379:6379 --name myr3 --privileged=true -v {conf}:"
+             f"/etc/redis/redis.conf -v {app}/data:/data -d redis:6.0.8 redis-server "
+             "/etc/redis/redis.conf",
+             "...and is bound over the path redis reads, one file mounted over one file. "
+             "The command after the image replaces the image's CMD (it is recorded, not "
+             "run: no program runs here).", (), max_lines=6),
+        Step("imagesim exec myr3 cat /etc/redis/redis.conf",
+             "Inside, the container sees the host's file, not the image's.",
+             (has("appendonly yes"),)),
+        Step(f"echo 'requirepass 123456' >> {conf}",
+             "Edit it on the host...", (), action=edit_conf),
+        Step("imagesim exec myr3 cat /etc/redis/redis.conf",
+             "...and the change shows inside at once: there is one file, not a copy.",
+             (has("requirepass 123456"),)),
+        Step("imagesim diff myr3",
+             "The only trace in the container's layer is the empty mount point created for "
+             "the file (A /etc/redis/redis.conf, as docker shows it); the config's content "
+             "and redis's data stay on the host and are never committed.",
+             (has("A /etc/redis/redis.conf"), lacks("/data/"))),
+        Step("imagesim rm -f myr3", "Clean up.", ()),
+    ]
+
+
 LESSONS: tuple[Lesson, ...] = (
     Lesson("layers", "Image layers, and a base stored once", (), _layers),
     Lesson("union", "The union view: copy-up and whiteouts", ("layers",), _union),
@@ -384,6 +432,7 @@ LESSONS: tuple[Lesson, ...] = (
     Lesson("volumes", "Data volumes: rw, ro, --volumes-from", (), _volumes),
     Lesson("mysql", "mysql: data lost without a volume, kept with one", (), _mysql),
     Lesson("tomcat", "tomcat: the empty webapps fix", ("layers",), _tomcat),
+    Lesson("redis", "redis: a config file bound from the host", (), _redis),
 )
 
 

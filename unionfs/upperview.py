@@ -134,6 +134,15 @@ def upper_view(upper: str | os.PathLike, lowers: Sequence[str | os.PathLike] = (
             oci = (rel + "/",) if entry.is_dir else (rel,)
             if entry.is_dir and entry.opaque:
                 oci = (*oci, rel + "/.wh..wh..opq")
+            if entry.redirect:
+                # a layer tar has no redirects: committing writes the directory's whole
+                # merged content at its new path
+                origin = entry.redirect
+                if not origin.startswith("/"):  # the kernel stores a bare name for renames
+                    origin = os.path.join(os.path.dirname(path), origin)   # in one directory
+                oci = (*oci, f"(+ every entry merged from {origin})")
+            if entry.metacopy:
+                oci = (*oci, "(the file's data, copied from the lower layer)")
             if lower_layers:
                 diff = f"{'C' if in_lowers(path) else 'A'} {path}"
             else:

@@ -34,15 +34,23 @@ def _is_tty() -> bool:
 @click.argument("path")
 @click.option("--image", "prefer_image", is_flag=True,
               help="Look TARGET up as an image first (when a container has the same name).")
+@click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
 @click.pass_context
-def which(ctx: click.Context, target: str, path: str, prefer_image: bool) -> None:
+def which(ctx: click.Context, target: str, path: str, prefer_image: bool,
+          as_json: bool) -> None:
     """Say which layer supplies PATH in a container or image, what it shadows below, and
     which whiteout or opaque directory hides lower versions, with the reasons in words."""
     from .. import teach
 
     subject = teach.open_subject(_store(ctx), target,
                                  prefer="image" if prefer_image else None)
-    for line in teach.explain(subject, path).lines():
+    answer = teach.explain(subject, path)
+    if as_json:
+        import json
+
+        click.echo(json.dumps(answer.to_json(), indent=2))
+        return
+    for line in answer.lines():
         click.echo(line)
 
 

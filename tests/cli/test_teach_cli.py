@@ -3,6 +3,7 @@ library images, and `graph` once as a real subprocess."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -41,6 +42,11 @@ def test_which_in_a_container_and_its_image(capsys, root):
     assert status == 0 and "supplied by: [a] layer 1" in out and "[+]" not in out
     status, out, _ = run(capsys, root, "which", "u1", "/app/new")
     assert "docker diff: A" in out
+    status, out, _ = run(capsys, root, "which", "--json", "u1", "/etc/hostname")
+    doc = json.loads(out)
+    assert doc["supplier"]["container"] is True and doc["change"] == "C"
+    assert [s["layer"]["index"] for s in doc["shadows"]] == [1]
+    assert doc["entry"]["kind"] == "file"
 
 
 def test_which_explains_a_deleted_path(capsys, root):

@@ -463,3 +463,17 @@ def test_no_apt_get_in_an_image_without_it(tmp_path):
     fs = HostFS(str(tmp_path))       # an empty root, like FROM scratch or alpine
     assert sh(fs, "apt-get update") == (127, "", "sh: 1: apt-get: not found\n")
     assert sh(fs, "dpkg -l")[0] == 127
+
+
+def test_here_document_and_case_typed_line_by_line(fs):
+    # the mysql lesson's my.cnf, written the way a learner types it into the container
+    script = ("cat > /etc/my.cnf <<EOF\n[client]\ndefault_character_set=utf8\n"
+              "[mysqld]\ncharacter_set_server=$CHARSET\nEOF\n"
+              "case $(head -n 1 /etc/my.cnf) in\n  '[client]') echo client first;;\n"
+              "  *) echo other;;\nesac\n")
+    out, err = io.StringIO(), io.StringIO()
+    assert shell.run(fs, argv=["sh"], env={"CHARSET": "utf8"}, stdin=io.StringIO(script),
+                     stdout=out, stderr=err, interactive=False) == 0
+    assert (out.getvalue(), err.getvalue()) == ("client first\n", "")
+    assert read(fs, "/etc/my.cnf") == (b"[client]\ndefault_character_set=utf8\n[mysqld]\n"
+                                       b"character_set_server=utf8\n")

@@ -51,6 +51,9 @@ CASES = [
     "case foo in\n  f?o) echo yes\n  ;;\n  *) echo no;;\nesac",
     "case x in y) echo no;; esac; echo $?",
     "for f in g d; do case $f in \"g\") echo quoted-g;; *) echo other;; esac; done",
+    "x=1; (x=2; cd d; echo $x *); echo $x *; { x=3; echo $x; } > out; cat out",
+    "greet() { echo \"hi $1\"; return 3; }; greet bob; echo $?", "(exit 4); echo $?",
+    "f() {\n  echo in f\n}\nf; f", "return 5; echo no",
 ]
 
 

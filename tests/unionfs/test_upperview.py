@@ -75,3 +75,19 @@ def test_missing_upper_dir(tmp_path):
         upper_view(tmp_path / "f")
     assert e.value.errno == errno.ENOTDIR
     assert os.path.exists(tmp_path / "f")
+
+
+def test_redirected_directory_is_named_in_all_three_views(tmp_path):
+    lower = tmp_path / "lower"
+    (lower / "olddir").mkdir(parents=True)
+    (lower / "olddir/f").write_text("f")
+    upper = tmp_path / "upper"
+    upper.mkdir()
+    fs = UnionFS(lowers=[DirLayer(str(lower))], upper=DirLayer(str(upper), writable=True),
+                 redirect_dir=True)
+    fs.rename("/olddir", "/newdir")
+    rows = {r.path: r for r in upper_view(str(upper), [str(lower)]).rows}
+    assert rows["/olddir"].diff == "D /olddir"
+    assert rows["/newdir"].diff == "A /newdir"
+    assert "overlay.redirect" in " ".join(rows["/newdir"].overlay)
+    assert rows["/newdir"].oci[-1] == "(+ every entry merged from /olddir)"
