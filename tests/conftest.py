@@ -12,14 +12,17 @@ import shutil
 import subprocess
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 
+# No "explain" phase: its tracer makes shrinking a failing state machine many times slower,
+# and a failure report with the shrunk steps (note()s) already reads like a script.
+_PHASES = [Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink]
 settings.register_profile(
-    "dev", max_examples=30, deadline=None,
+    "dev", max_examples=30, deadline=None, phases=_PHASES,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 settings.register_profile(
-    "ci", max_examples=150, deadline=None, print_blob=True,
+    "ci", max_examples=150, deadline=None, print_blob=True, phases=_PHASES,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE",
