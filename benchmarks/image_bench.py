@@ -194,10 +194,15 @@ def main(argv: list[str] | None = None) -> int:
         root2 = os.path.join(work, "store2")
         shutil.rmtree(root2, ignore_errors=True)
         t, _ = timed(lambda: archive.load(Store(root2), saved, io.StringIO()))
-        record("load (verify + unpack)", t, "archive")
+        record("load (verify + unpack)", t, "load")
         t, _ = timed(lambda: sh(f"cat {saved} | sha256sum > /dev/null && cp {saved} "
                                 f"{saved}.copy"))
         record("floor sha256sum + cp of the archive", t, "archive")
+        x = os.path.join(work, "x")
+        t, _ = timed(lambda: sh(
+            f"rm -rf {x} && mkdir -p {x}/l && sha256sum {saved} > /dev/null && "
+            f"tar -C {x} -xf {saved} && tar -C {x}/l -xzf {x}/blobs/sha256/{digest.hex}"))
+        record("floor sha256sum + tar -xf + tar -xzf layer", t, "load")
     finally:
         if not args.dir:
             shutil.rmtree(work, ignore_errors=True)
@@ -205,7 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     floors = {"pack": results.get("floor tar|sha256|gzip -1", {}).get("seconds"),
               "unpack": results.get("floor tar -xzf", {}).get("seconds"),
               "archive": results.get("floor sha256sum + cp of the archive", {}).get("seconds"),
-              "store": results.get("floor tar -xzf", {}).get("seconds")}
+              "store": results.get("floor tar -xzf", {}).get("seconds"),
+              "load": results.get("floor sha256sum + tar -xf + tar -xzf layer",
+                                  {}).get("seconds")}
     print(f"tree: {written / 1e6:.0f} MB in {nfiles} files (scale {args.scale}), "
           f"{os.cpu_count()} CPUs")
     print(f"{'measurement':40} {'seconds':>8} {'MB/s':>8} {'x floor':>8}")

@@ -343,6 +343,8 @@ class _TarSource(_Source):
         except BaseException:
             self.discard()
             raise
+        finally:
+            inp.close()
 
     def discard(self) -> None:
         for d in self.new_blobs:
@@ -780,6 +782,8 @@ def _recompress(store: Store, stream: BinaryIO, compression: str
         except BaseException:
             sink.shutdown()
             raise
+        finally:
+            inp.close()
         w.commit()
     comp = "" if compression == "none" else compression
     return oci.Descriptor(oci.layer_media_type(comp), digest, size), diff_id

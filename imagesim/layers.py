@@ -675,12 +675,37 @@ class TarEntry:
     atime_ns: int | None = None
 
 
+class _AsyncHasher:
+    """A ``Hasher`` whose updates run on a worker thread (hashlib releases the GIL), so
+    hashing overlaps decompression and file writes; ``size`` is counted at once, ``digest``
+    waits for the pending updates. Bounded: ``update`` waits when 8 are queued."""
+
+    def __init__(self, pool: cf.ThreadPoolExecutor) -> None:
+        self._h = Hasher()
+        self._pool = pool
+        self._pending: collections.deque[cf.Future[None]] = collections.deque()
+        self.size = 0
+
+    def update(self, data: bytes) -> None:
+        self.size += len(data)
+        self._pending.append(self._pool.submit(self._h.update, data))
+        while len(self._pending) > 8:
+            self._pending.popleft().result()
+
+    def digest(self) -> Digest:
+        while self._pending:
+            self._pending.popleft().result()
+        return self._h.digest()
+
+
 class _HashingReader:
     """A raw stream that hashes every byte read through it."""
 
     def __init__(self, raw: BinaryIO) -> None:
         self.raw = raw
-        self.hasher = Hasher()
+        # one worker per stream keeps each digest's updates in order
+        self._pool = cf.ThreadPoolExecutor(1, thread_name_prefix="layer-raw-hash")
+        self.hasher = _AsyncHasher(self._pool)
         self._head = b""
 
     def read(self, n: int = -1) -> bytes:
@@ -713,7 +738,8 @@ class _Input:
     def __init__(self, raw: BinaryIO, limits: Limits, compression: str | None) -> None:
         self.raw = _HashingReader(raw)
         self.limits = limits
-        self.tar_hasher = Hasher()
+        self._tar_pool = cf.ThreadPoolExecutor(1, thread_name_prefix="layer-tar-hash")
+        self.tar_hasher = _AsyncHasher(self._tar_pool)
         self._buf = bytearray()
         self._pos = 0
         self._eof = False
@@ -734,8 +760,13 @@ class _Input:
             self.compression = "none"
             self._dec = self.raw
 
+    def close(self) -> None:
+        """Stop the hashing threads (after ``digest`` was read, or on failure)."""
+        self._tar_pool.shutdown(wait=True, cancel_futures=True)
+        self.raw._pool.shutdown(wait=True, cancel_futures=True)
+
     @property
-    def raw_hasher(self) -> Hasher:
+    def raw_hasher(self) -> Any:
         return self.raw.hasher
 
     def _more(self) -> bytes:
@@ -1091,10 +1122,13 @@ class _Unpacker:
                     chunk = inp.read_some(min(left, CHUNK))
                     os.write(fd, chunk)
                     left -= len(chunk)
+                self.kinds[rel] = "file"
+                # metadata through the open descriptor: no more path lookups per file
+                self.set_meta(rel, e, fd)
             finally:
                 os.close(fd)
             self.size += e.size
-            self.kinds[rel] = "file"
+            return
         elif kind == "1":
             target = _clean_name(e.linkname)
             tkind = self.kinds.get(target)
@@ -1156,25 +1190,28 @@ class _Unpacker:
         wh.write_whiteout(self.host(parent), target_name, self.fmt)
         self.kinds[target] = "whiteout"
 
-    def set_meta(self, rel: str, e: TarEntry) -> None:
-        path = self.host(rel)
+    def set_meta(self, rel: str, e: TarEntry, fd: int | None = None) -> None:
+        """Owner (when root), xattrs, mode (after chown, which clears setuid) and times,
+        on the open ``fd`` when given, else on the path without following symlinks."""
+        target: int | str = fd if fd is not None else self.host(rel)
+        nofollow = {} if fd is not None else {"follow_symlinks": False}
         is_link = self.kinds.get(rel) == "symlink"
         if self.is_root:
-            os.chown(path, e.uid, e.gid, follow_symlinks=False)
+            os.chown(target, e.uid, e.gid, **nofollow)
         for name, value in e.xattrs:
             if wh.is_private_xattr(name):
                 raise LayerInvalid(f"layer entry {rel!r} carries the overlay-private xattr "
                                    f"{name!r}")
             try:
-                os.setxattr(path, name, value, follow_symlinks=False)
+                os.setxattr(target, name, value, **nofollow)
             except OSError as err:
                 self.warnings.append(f"could not set xattr {name} on /{rel}: "
                                      f"{err.strerror}")
         if not is_link:
-            os.chmod(path, e.mode & 0o7777)
+            os.chmod(target, e.mode & 0o7777)
         atime = e.atime_ns if e.atime_ns is not None else e.mtime_ns
         with contextlib.suppress(OSError):
-            os.utime(path, ns=(atime, e.mtime_ns), follow_symlinks=False)
+            os.utime(target, ns=(atime, e.mtime_ns), **nofollow)
 
     def finish(self) -> None:
         for rel in sorted(self.opaque):
@@ -1224,18 +1261,22 @@ def unpack(stream: BinaryIO, dest: str | os.PathLike, *, tmp_dir: str | None = N
         u = _Unpacker(tmp, os.geteuid() == 0 if allow_devices is None else allow_devices, fmt)
         inp = _Input(stream, limits, compression)
         try:
-            for entry in iter_tar(inp, limits):
-                u.apply(entry, inp)
-            inp.drain()
-        except ImageSimError:
-            raise
-        except OSError as e:
-            if e.errno == errno.ENOSPC:
-                raise LayerInvalid(f"no space left while unpacking the layer: {e}") from None
-            raise LayerInvalid(f"layer cannot be unpacked: {e}") from None
-        u.finish()
-        digest = inp.raw_hasher.digest()
-        diff_id = inp.tar_hasher.digest()
+            try:
+                for entry in iter_tar(inp, limits):
+                    u.apply(entry, inp)
+                inp.drain()
+            except ImageSimError:
+                raise
+            except OSError as e:
+                if e.errno == errno.ENOSPC:
+                    raise LayerInvalid(f"no space left while unpacking the layer: {e}"
+                                       ) from None
+                raise LayerInvalid(f"layer cannot be unpacked: {e}") from None
+            u.finish()
+            digest = inp.raw_hasher.digest()
+            diff_id = inp.tar_hasher.digest()
+        finally:
+            inp.close()
         if expected_digest is not None and digest != expected_digest:
             raise DigestInvalid(f"layer digest mismatch: expected {expected_digest}, got "
                                 f"{digest}", expected=str(expected_digest),
@@ -1280,17 +1321,23 @@ def read_entries(stream: BinaryIO, *, limits: Limits | None = None
     written in the tar."""
     limits = limits or Limits()
     inp = _Input(stream, limits, None)
-    for e in iter_tar(inp, limits):
-        data = bytes(inp.read_exact(e.size)) if e.kind in ("0", "7") else None
-        yield e, data
-    inp.drain()
+    try:
+        for e in iter_tar(inp, limits):
+            data = bytes(inp.read_exact(e.size)) if e.kind in ("0", "7") else None
+            yield e, data
+        inp.drain()
+    finally:
+        inp.close()
 
 
 def digests_of(stream: BinaryIO) -> tuple[Digest, Digest, str]:
     """(digest, diff_id, compression) of a layer blob, reading it once."""
     inp = _Input(stream, Limits(), None)
-    inp.drain()
-    return inp.raw_hasher.digest(), inp.tar_hasher.digest(), inp.compression
+    try:
+        inp.drain()
+        return inp.raw_hasher.digest(), inp.tar_hasher.digest(), inp.compression
+    finally:
+        inp.close()
 
 
 def temp_name() -> str:

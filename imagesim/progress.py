@@ -36,7 +36,7 @@ def byte_progress(description: str, total: int | None, *, stream: TextIO | None 
         TimeRemainingColumn,
         TransferSpeedColumn,
     )
-    console = Console(file=stream)
+    console = Console(file=stream, force_terminal=True if enabled else None)
     with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
                   TransferSpeedColumn(), TimeRemainingColumn(), console=console,
                   transient=True) as progress:
@@ -55,7 +55,7 @@ def steps(description: str, total: int, *, stream: TextIO | None = None,
         return
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-    console = Console(file=stream)
+    console = Console(file=stream, force_terminal=True if enabled else None)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[label]}"), console=console,
                   transient=True) as progress:

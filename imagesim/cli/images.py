@@ -427,7 +427,29 @@ def _load(ctx: click.Context, input_: str | None, quiet: bool) -> None:
     else:
         if not os.path.exists(input_):
             raise click.ClickException(f"open {input_}: no such file or directory")
-        archive.load(store, input_, sys.stdout, quiet=quiet)
+        if os.path.isdir(input_):
+            archive.load(store, input_, sys.stdout, quiet=quiet)
+            return
+        from ..progress import byte_progress
+        with open(input_, "rb") as raw, \
+                byte_progress("Loading", os.path.getsize(input_)) as advance:
+            archive.load(store, _Counting(raw, advance), sys.stdout, quiet=quiet)
+
+
+class _Counting:
+    """A binary reader that reports how many bytes went by (for the progress bar)."""
+
+    def __init__(self, raw: Any, advance: Any) -> None:
+        self.raw = raw
+        self.advance = advance
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.raw.read(n)
+        self.advance(len(data))
+        return data
+
+    def readable(self) -> bool:
+        return True
 
 
 _LOAD_OPTIONS = [

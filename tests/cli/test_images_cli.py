@@ -297,3 +297,40 @@ def test_system_df_counts_containers_and_prune_keeps_running_ones(tmp_path, caps
     code, out, _ = run(capsys, "--root", r, "system", "df")
     rows = {line.split()[0]: line.split() for line in out.splitlines()[1:]}
     assert rows["Containers"][1:3] == ["1", "1"]
+
+
+def test_fsck_command_reports_and_repairs(tmp_path, capsys):
+    r = str(tmp_path / "f")
+    main(["--root", r, "samples", "-q"])
+    code, out, _ = run(capsys, "--root", r, "fsck")
+    assert code == 0 and out.strip().endswith("0 problems, 0 repaired")
+    store = Store(r)
+    import shutil
+    shutil.rmtree(os.path.dirname(store.layer_dir(store.resolve("redis:6.0.8").diff_ids[-1])))
+    code, out, _ = run(capsys, "--root", r, "fsck")
+    assert code == 1 and "is not unpacked" in out
+    code, out, _ = run(capsys, "--root", r, "fsck", "--repair")
+    assert code == 0 and out.startswith("repaired: ")
+    code, out, _ = run(capsys, "--root", r, "fsck", "--deep")
+    assert code == 0 and "0 problems" in out
+
+
+def test_layers_files_view(root, capsys):
+    code, out, _ = run(capsys, "--root", root, "layers", "--files", "ubuntu")
+    assert code == 0
+    assert "/var/log/dpkg.log" in out          # the base's second layer removes it
+
+
+def test_progress_is_quiet_off_a_terminal_and_draws_on_one():
+    from imagesim.progress import byte_progress, steps
+    quiet = io.StringIO()
+    with byte_progress("Saving", 100, stream=quiet) as advance:
+        advance(50)
+    assert quiet.getvalue() == ""
+    shown = io.StringIO()
+    with byte_progress("Saving", 100, stream=shown, enabled=True) as advance:
+        advance(100)
+    with steps("Layers", 2, stream=shown, enabled=True) as step:
+        step("one")
+        step("two")
+    assert "Saving" in shown.getvalue() and "Layers" in shown.getvalue()

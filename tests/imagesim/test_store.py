@@ -334,3 +334,38 @@ def test_a_hostile_layer_leaves_the_store_as_it_was(store, case):
     assert (sorted(os.listdir(store.layers_root)), store.tags(),
             [r.image.digest for r in store.images()], sorted(store.blobs)) == before
     assert os.listdir(store.tmp_dir) == []
+
+
+def _writer(root: str, n: int, seed: int) -> None:
+    s = Store(root, fsync=False)
+    for i in range(n):
+        with s.lease("writer"):
+            img = _image(s, {f"/f{seed}-{i}": os.urandom(64)})
+            s.put_image(img, [f"w{seed}:{i}"])
+
+
+def _collector(root: str, stop_after: float) -> None:
+    import time
+    s = Store(root, fsync=False)
+    end = time.time() + stop_after
+    while time.time() < end:
+        s.gc()
+
+
+def test_gc_running_beside_writers_never_breaks_an_image(store):
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_writer, args=(store.root, 15, k)) for k in range(2)]
+    procs.append(ctx.Process(target=_collector, args=(store.root, 3.0)))
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    fresh = Store(store.root)
+    for k in range(2):
+        for i in range(15):
+            img = fresh.resolve(f"w{k}:{i}")
+            assert img.digest in fresh.blobs and img.id in fresh.blobs
+            assert all(d.digest in fresh.blobs for d in img.layers)
+            assert all(fresh.has_layer(d) for d in img.diff_ids)
+    assert fresh.fsck().problems == []
