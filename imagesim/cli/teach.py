@@ -44,7 +44,12 @@ def which(ctx: click.Context, target: str, path: str, prefer_image: bool,
 
     subject = teach.open_subject(_store(ctx), target,
                                  prefer="image" if prefer_image else None)
-    answer = teach.explain(subject, path)
+    try:
+        answer = teach.explain(subject, path)
+    except FileNotFoundError as e:
+        # Not an error of the tool: the answer is "nothing here", with what hides it.
+        click.echo(f"{e.filename}: {e.strerror}", err=True)
+        ctx.exit(1)
     if as_json:
         import json
 
