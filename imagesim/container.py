@@ -44,7 +44,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from unionfs.mounts import Mount, MountTable
+from unionfs.mounts import HostFS, Mount, MountTable
 
 from .errors import Conflict, ContainerNotFound, ImageNotFound, ImageSimError
 from .volumes import (
@@ -491,6 +491,13 @@ class Container:
         volume and bind mount at its path (``:ro`` ones give EROFS), the root read-only
         with ``--read-only``."""
         if self._view is None:
+            live = self.mounted_at()
+            if live is not None:
+                # while `imagesim mount` serves this container, every in-process change goes
+                # through that mount: the daemon's engine and the kernel's caches then see
+                # each change (a second engine writing the same upper would not be seen)
+                self._view = HostFS(live)
+                return self._view
             for m in self.mounts:
                 if m.type == "bind" and not os.path.lexists(m.source):
                     os.makedirs(m.source, exist_ok=True)  # docker re-creates it on start
@@ -499,6 +506,17 @@ class Container:
             self._view = MountTable(self.fs, mounts,
                                     read_only=bool(self.record["host"].get("ReadonlyRootfs")))
         return self._view
+
+    def mounted_at(self) -> str | None:
+        """The mount point where ``imagesim mount`` serves this container right now, or
+        None (a record left by a mount that is gone is ignored)."""
+        point = (self.record.get("fuse") or {}).get("mountpoint")
+        if not point:
+            return None
+        from unionfs import mount as _m
+
+        info = _m.mount_at(point)
+        return point if _m.is_unionfs(info) else None
 
     def diff(self) -> list[Any]:
         """docker's ``diff``: ``Change`` values (``A``/``C``/``D`` + path) from the upper
@@ -706,9 +724,15 @@ class Container:
         base: Image = store.get_image(self.image_digest)
         config = self.commit_config(changes)
         with store.lease("commit " + self.short_id):
-            # the upper directory is already a layer in overlayfs form: pack streams it
-            # (whiteouts and opaque dirs become .wh. entries) straight into the blob store
-            packed = _layers.pack_to_blobs(self.upper_dir, store.blobs)
+            # the upper directory is already a layer in overlayfs form: it is packed once
+            # (whiteouts and opaque dirs become .wh. entries) into the blob store and, from
+            # the same tar bytes, into the shared unpacked layer directory, so recording
+            # the image unpacks nothing again
+            commit_layer = getattr(store, "commit_layer", None)
+            if commit_layer is not None:
+                packed = commit_layer(self.upper_dir)
+            else:
+                packed = _layers.pack_to_blobs(self.upper_dir, store.blobs)
             layer = Descriptor(packed.media_type, packed.digest, packed.size)
             created_by = self.command_text
             image = base.append_layer(layer, packed.diff_id, created_by=created_by,
@@ -1020,6 +1044,13 @@ class ContainerStore:
                 raise Conflict(f"You cannot remove a running container {c.id}. Stop the "
                                "container before attempting removal or force remove")
             c._stop_processes()
+        point = c.mounted_at()
+        if point is not None:
+            # its files are about to go: take the FUSE mount away first (lazily if busy)
+            from unionfs import mount as _m
+
+            with contextlib.suppress(Exception):
+                _m.umount(point, lazy=True)
 
         def drop(old):
             recs = dict(old or {})
@@ -1037,6 +1068,24 @@ class ContainerStore:
                     with contextlib.suppress(ImageSimError):
                         self.volumes.remove(m.name)
         return c
+
+    def unmounted(self, mountpoint: str) -> list[str]:
+        """Forget the FUSE mount at ``mountpoint`` in every container record that names it
+        (``imagesim umount``). Returns the container ids changed."""
+        point = os.path.realpath(mountpoint)
+        changed: list[str] = []
+
+        def clear(old):
+            recs = dict(old or {})
+            for cid, r in recs.items():
+                if (r.get("fuse") or {}).get("mountpoint") == point:
+                    r = dict(r)
+                    r.pop("fuse", None)
+                    recs[cid] = r
+                    changed.append(cid)
+            return recs
+        self.store.state_update(NAMESPACE, clear)
+        return changed
 
     def rename(self, ref: str, new_name: str) -> None:
         """``docker rename`` (``Conflict`` if ``new_name`` is taken)."""
@@ -1222,6 +1271,11 @@ def mount_view(container: Container, mountpoint: str, timeout: float = 60.0) -> 
             if _m.is_unionfs(_m.mount_at(mountpoint)):
                 with contextlib.suppress(OSError):
                     os.stat(mountpoint)
+
+                    def note(rec):
+                        rec["fuse"] = {"mountpoint": mountpoint, "pid": daemon}
+                        return rec
+                    container._update(note)
                     return daemon
             time.sleep(0.01)
         with contextlib.suppress(ProcessLookupError):

@@ -624,11 +624,43 @@ class MountTable:
         mount, sub = self.route(full)
         return mount, sub, full
 
-    def _writable(self, path: str, follow: bool) -> tuple[Mount, str, str]:
+    def _writable(self, path: str, follow: bool, intent: str = "exist",
+                  flags: int = 0) -> tuple[Mount, str, str]:
+        """Resolve ``path`` for a change and raise what Linux raises on a read-only mount,
+        in the kernel's order for each kind of call (``intent``):
+
+        - ``"parent"`` (unlink, rmdir, rename): EROFS as soon as the parent is found;
+        - ``"create"`` (mkdir, symlink, mknod, link): EEXIST for an existing name first;
+        - ``"exist"`` (chmod, chown, utime, truncate, xattrs): ENOENT for a missing one first;
+        - ``"open"`` (``flags``): ENOENT without O_CREAT, EEXIST with O_EXCL, EISDIR for a
+          directory, then EROFS.
+
+        A mount point's own name belongs to the mount below it (rmdir of a read-only mount
+        point is EBUSY, not EROFS, as the kernel says)."""
         mount, sub, full = self._at(path, follow)
-        if mount.read_only or (self.root.read_only and mount is self.root):
+        check = mount
+        if intent in ("parent", "create") and sub == "/" and mount is not self.root:
+            check = self.route(_path.split(full)[0])[0]
+        if not check.read_only:
+            return mount, sub, full
+        if intent == "parent":
             raise ReadOnly(path)
-        return mount, sub, full
+        try:
+            st = mount.fs.lstat(sub)
+        except FileNotFoundError:
+            st = None
+        if intent == "create" and st is not None:
+            raise from_errno(errno.EEXIST, path)
+        if intent == "exist" and st is None:
+            raise NotFound(path)
+        if intent == "open":
+            if st is None and not flags & os.O_CREAT:
+                raise NotFound(path)
+            if st is not None and flags & os.O_CREAT and flags & os.O_EXCL:
+                raise from_errno(errno.EEXIST, path)
+            if st is not None and _stat.S_ISDIR(st.st_mode):
+                raise IsADir(path)
+        raise ReadOnly(path)
 
     def _not_mount_point(self, full: str, path: str) -> None:
         if self.is_mount_point(full):
@@ -718,7 +750,8 @@ class MountTable:
         """A file object (``mode`` a binary mode string or ``os.open`` flags); a write through
         a read-only mount raises EROFS."""
         if _is_write_mode(mode):
-            mount, sub, _ = self._writable(path, True)
+            flags = mode if isinstance(mode, int) else _open_flags(mode)
+            mount, sub, _ = self._writable(path, True, "open", flags)
         else:
             mount, sub, _ = self._at(path, True)
         if perm != 0o666:
@@ -779,7 +812,7 @@ class MountTable:
     # -- writing ------------------------------------------------------------------------
 
     def mkdir(self, path: str, mode: int = 0o777) -> None:
-        mount, sub, _ = self._writable(path, False)
+        mount, sub, _ = self._writable(path, False, "create")
         if sub == "/":
             raise from_errno(errno.EEXIST, path)
         mount.fs.mkdir(sub, mode)
@@ -797,30 +830,57 @@ class MountTable:
                     raise NotADir(parent) from None
 
     def rmdir(self, path: str) -> None:
-        mount, sub, full = self._writable(path, False)
-        self._not_mount_point(full, path)
-        if full in self._children:
-            raise from_errno(errno.EBUSY, path)  # holds a mount point
+        """``rmdir(2)``: ENOTDIR/ENOENT first, then EBUSY for a mount point (or a directory
+        holding one), as the kernel orders them."""
+        mount, sub, full = self._writable(path, False, "parent")
+        if self.is_mount_point(full) or full in self._children:
+            if not _stat.S_ISDIR(mount.fs.lstat(sub).st_mode):
+                raise NotADir(path)
+            raise from_errno(errno.EBUSY, path)
         mount.fs.rmdir(sub)
 
     def unlink(self, path: str) -> None:
-        mount, sub, full = self._writable(path, False)
-        self._not_mount_point(full, path)
+        """``unlink(2)``: EISDIR for a directory first, then EBUSY for a mount point."""
+        mount, sub, full = self._writable(path, False, "parent")
+        if self.is_mount_point(full):
+            if _stat.S_ISDIR(mount.fs.lstat(sub).st_mode):
+                raise IsADir(path)
+            raise from_errno(errno.EBUSY, path)
         mount.fs.unlink(sub)
 
     remove = unlink
 
     def rename(self, src: str, dst: str, flags: int = 0) -> None:
-        """``rename(2)`` (``flags`` as ``renameat2``): EXDEV between mounts, EBUSY for a
-        mount point."""
-        smount, ssub, sfull = self._writable(src, False)
-        dmount, dsub, dfull = self._writable(dst, False)
-        self._not_mount_point(sfull, src)
-        self._not_mount_point(dfull, dst)
-        if smount is not dmount:
+        """``rename(2)`` (``flags`` as ``renameat2``) in the kernel's order: EXDEV when the
+        two parent directories are on different mounts, EROFS, ENOENT for the source,
+        ENOTDIR/EISDIR for mismatched types, EBUSY for a mount point (and, unlike the kernel,
+        for a directory holding one: routes are by path here)."""
+        sfull = self._resolve(src, False)
+        dfull = self._resolve(dst, False)
+        if sfull == "/" or dfull == "/":
+            raise from_errno(errno.EBUSY, src)
+        sparent = self.route(_path.split(sfull)[0])[0]
+        dparent = self.route(_path.split(dfull)[0])[0]
+        if sparent is not dparent:
             raise from_errno(errno.EXDEV, src)
-        if sfull in self._children or any(_path.is_within(m.path, sfull)
-                                           for m in self.mounts):
+        if sparent.read_only:
+            raise ReadOnly(src)
+        smount, ssub = self.route(sfull)
+        dmount, dsub = self.route(dfull)
+        sst = smount.fs.lstat(ssub)
+        try:
+            dst_st = dmount.fs.lstat(dsub)
+        except FileNotFoundError:
+            dst_st = None
+        if dst_st is not None and sfull != dfull:
+            if _stat.S_ISDIR(sst.st_mode) and not _stat.S_ISDIR(dst_st.st_mode):
+                raise NotADir(dst)
+            if not _stat.S_ISDIR(sst.st_mode) and _stat.S_ISDIR(dst_st.st_mode):
+                raise IsADir(dst)
+        if self.is_mount_point(sfull) or self.is_mount_point(dfull):
+            raise from_errno(errno.EBUSY, src)
+        if any(_path.is_within(m.path, sfull) or _path.is_within(m.path, dfull)
+               for m in self.mounts):
             raise from_errno(errno.EBUSY, src)
         if flags:
             smount.fs.rename(ssub, dsub, flags)
@@ -831,14 +891,14 @@ class MountTable:
         self.rename(src, dst)
 
     def symlink(self, target: str, path: str) -> None:
-        mount, sub, _ = self._writable(path, False)
+        mount, sub, _ = self._writable(path, False, "create")
         if sub == "/":
             raise from_errno(errno.EEXIST, path)
         mount.fs.symlink(target, sub)
 
     def link(self, src: str, dst: str) -> None:
         smount, ssub, _ = self._at(src, False)
-        dmount, dsub, _ = self._writable(dst, False)
+        dmount, dsub, _ = self._writable(dst, False, "create")
         if smount is not dmount:
             raise from_errno(errno.EXDEV, src)
         dmount.fs.link(ssub, dsub)
@@ -864,7 +924,7 @@ class MountTable:
         mount.fs.truncate(sub, size)
 
     def mknod(self, path: str, mode: int = 0o600 | _stat.S_IFIFO, device: int = 0) -> None:
-        mount, sub, _ = self._writable(path, False)
+        mount, sub, _ = self._writable(path, False, "create")
         if sub == "/":
             raise from_errno(errno.EEXIST, path)
         mount.fs.mknod(sub, mode, device)

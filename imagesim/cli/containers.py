@@ -512,7 +512,7 @@ def _ps_fields(c: Container, trunc: bool, size: bool) -> dict[str, str]:
         "ID": c.short_id if trunc else c.id,
         "Image": image,
         "Command": command,
-        "CreatedAt": c.record["created"],
+        "CreatedAt": _go_time(c.record["created"]),
         "RunningFor": human_duration(_age(c.record["created"])) + " ago",
         "Status": c.status_text(),
         "State": c.status,
@@ -526,6 +526,12 @@ def _ps_fields(c: Container, trunc: bool, size: bool) -> dict[str, str]:
         fields["Size"] = f"{human_size(c.size_rw())} (virtual " \
                          f"{human_size(c.size_rw() + c.size_image())})"
     return fields
+
+
+def _go_time(text: str) -> str:
+    """RFC 3339 -> Go's ``time.Time.String()`` form, as ``ps --format {{.CreatedAt}}``."""
+    t = parse_time(text)
+    return "" if t is None else t.strftime("%Y-%m-%d %H:%M:%S +0000 UTC")
 
 
 def _age(created: str) -> float:
@@ -574,7 +580,8 @@ def _ps(ctx: click.Context, all_: bool, quiet: bool, size: bool, no_trunc: bool,
     if fmt and fmt != "table":
         if fmt == "json":
             for c in items:
-                _out(json.dumps(_ps_fields(c, not no_trunc, size), ensure_ascii=False))
+                _out(json.dumps(_ps_fields(c, not no_trunc, size), ensure_ascii=False,
+                                separators=(",", ":")))
             return
         is_table = fmt.startswith("table")
         body = fmt[5:].strip() if is_table else fmt
@@ -910,7 +917,8 @@ def mount(ctx: click.Context, container: str, mountpoint: str) -> None:
 
 @_command("umount", short_help="Unmount a container mounted with `imagesim mount`.")
 @click.argument("mountpoint", type=click.Path(file_okay=False))
-def umount(mountpoint: str) -> None:
+@click.pass_context
+def umount(ctx: click.Context, mountpoint: str) -> None:
     """Unmount MOUNTPOINT and wait until its daemon has exited."""
     from unionfs.mount import MountError
     from unionfs.mount import umount as _umount
@@ -919,6 +927,7 @@ def umount(mountpoint: str) -> None:
         _umount(mountpoint)
     except MountError as e:
         raise ContainerError(str(e)) from None
+    _containers(ctx).unmounted(mountpoint)
 
 
 # -- diff / commit / export -----------------------------------------------------------------

@@ -267,11 +267,16 @@ def test_mount_the_container_view_with_fuse(root, tmp_path):
         with pytest.raises(OSError) as e:
             (mp / "ro" / "x").write_text("x")
         assert e.value.errno == errno.EROFS
+        # while mounted, exec goes through the mount: both sides see each change at once
+        assert _proc(root, "exec", "fm", "cat", "/etc/motd").stdout == "hello from the mount\n"
+        _proc(root, "exec", "fm", "sh", "-c", "echo from exec > /root/e.txt")
+        assert (mp / "root" / "e.txt").read_text() == "from exec\n"
     finally:
         _proc(root, "umount", str(mp))
     assert not os.path.ismount(mp)
     diff = sim(root, "diff", "fm").splitlines()
-    assert "A /etc/motd" in diff and "A /root/hosts.bak" in diff
+    assert "A /etc/motd" in diff and "A /root/hosts.bak" in diff and "A /root/e.txt" in diff
+    assert sim(root, "exec", "fm", "cat", "/root/e.txt") == "from exec\n"  # unmounted now
     assert not any("from-mount" in line for line in diff)
 
 
@@ -300,3 +305,31 @@ def test_cp_tar_streams_and_export_to_stdout(root, tmp_path):
     with tarfile.open(fileobj=io.BytesIO(streams[0].getvalue())) as tar:
         names = tar.getnames()
     assert "opt/sub/in.txt" in names and names == sorted(names, key=lambda n: n.split("/"))
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["-m=vim cmd add ok", "-a=zzyy", "c1"], ["-m", "vim cmd add ok", "-a", "zzyy", "c1"]),
+    (["-mmsg", "c1"], ["-m", "msg", "c1"]),
+    (["--message=x y", "c1", "repo:1"], ["--message=x y", "c1", "repo:1"]),
+    (["-c", "ENV A=1", "c1"], ["-c", "ENV A=1", "c1"]),
+])
+def test_pflag_style_values_for_commit(argv, expected):
+    from imagesim.cli.containers import commit
+
+    ctx = commit.make_context("commit", list(expected), resilient_parsing=True)
+    assert commit._normalise(ctx, list(argv)) == expected
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["-itd", "--privileged=true", "ubuntu", "ls", "-la"],
+     ["-itd", "--privileged", "ubuntu", "ls", "-la"]),
+    (["--privileged=false", "--rm=true", "ubuntu"], ["--rm", "ubuntu"]),
+    (["-p5000:5000", "-e=K=V", "--name=u1", "registry"],
+     ["-p", "5000:5000", "-e", "K=V", "--name=u1", "registry"]),
+    (["-i=false", "-t", "ubuntu", "-x=1"], ["-t", "ubuntu", "-x=1"]),
+])
+def test_pflag_style_flags_for_run(argv, expected):
+    from imagesim.cli.containers import run
+
+    ctx = run.make_context("run", ["ubuntu"], resilient_parsing=True)
+    assert run._normalise(ctx, list(argv)) == expected

@@ -337,3 +337,33 @@ def test_failed_create_leaves_nothing(env):
     assert cs.list(all=True) == []
     assert cs.store.pins() == {}
     assert [n for n in os.listdir(cs.root) if not n.startswith(".")] == []
+
+
+def test_upper_dir_mounts_under_kernel_overlayfs(env, tmp_path):
+    """The container's directories are overlayfs's own format: the kernel mounts them and
+    shows what the engine shows."""
+    import subprocess
+
+    from tests.conftest import need_kernel_overlay
+
+    need_kernel_overlay()
+    cs, _, _ = env
+    c = cs.create("base:1")
+    with c.fs.open("/etc/hosts", "ab") as f:
+        f.write(b"10.0.0.9 k\n")
+    c.fs.unlink("/etc/os-release")
+    c.fs.rmdir("/app/webapps")
+    c.fs.mkdir("/app/webapps")
+    mnt = tmp_path / "merged"
+    mnt.mkdir()
+    work = tmp_path / "kwork"
+    work.mkdir()
+    opts = f"lowerdir={':'.join(c.lower_dirs)},upperdir={c.upper_dir},workdir={work}"
+    subprocess.run(["mount", "-t", "overlay", "overlay", "-o", opts, str(mnt)], check=True)
+    try:
+        assert (mnt / "etc" / "hosts").read_bytes() == c.fs.open("/etc/hosts").read()
+        assert not (mnt / "etc" / "os-release").exists()
+        assert sorted(os.listdir(mnt / "etc")) == sorted(c.fs.listdir("/etc"))
+        assert os.listdir(mnt / "app" / "webapps") == []
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)

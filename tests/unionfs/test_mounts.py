@@ -282,3 +282,166 @@ def test_which_names_the_mount(tree, view):
     assert prov.mount_point == "/data" and prov.source == str(tree / "vol")
     assert str(tree / "vol" / "v.txt") in prov.describe()
     assert view.which("/conf/v.txt").read_only is True
+
+
+# -- differential: MountTable against real kernel bind mounts ----------------------------
+
+class _OsFS:
+    """The same method names over a real directory tree (kernel bind mounts inside it)."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+
+    def _p(self, path: str) -> str:
+        return self.root + path
+
+    def lstat(self, p):
+        return os.lstat(self._p(p))
+
+    def stat(self, p):
+        return os.stat(self._p(p))
+
+    def listdir(self, p):
+        return os.listdir(self._p(p))
+
+    def open(self, p, mode="rb"):
+        return open(self._p(p), mode)
+
+    def mkdir(self, p, mode=0o777):
+        os.mkdir(self._p(p), mode)
+
+    def rmdir(self, p):
+        os.rmdir(self._p(p))
+
+    def unlink(self, p):
+        os.unlink(self._p(p))
+
+    def rename(self, a, b):
+        os.rename(self._p(a), self._p(b))
+
+    def symlink(self, target, p):
+        os.symlink(target, self._p(p))
+
+    def readlink(self, p):
+        return os.readlink(self._p(p))
+
+    def chmod(self, p, mode):
+        os.chmod(self._p(p), mode)
+
+
+_PATHS = ["/a", "/etc/f", "/etc/d", "/etc/d/g", "/data", "/data/a", "/data/d", "/data/d/x",
+          "/ro", "/ro/a", "/ro/seed", "/etc/link", "/data/link", "/lnk/x", "/lnk"]
+_TARGETS = ["a", "f", "../data/a", "../data", "d/x", "../ro/seed", "nowhere", "../etc/f",
+            "data", "ro"]
+
+
+def _apply(fs, op):
+    kind, a, b = op
+    try:
+        if kind == "write":
+            with fs.open(a, "wb") as f:
+                f.write(a.encode())
+            return "ok"
+        if kind == "read":
+            with fs.open(a, "rb") as f:
+                return f.read()
+        if kind == "mkdir":
+            fs.mkdir(a, 0o755)
+            return "ok"
+        if kind == "rmdir":
+            fs.rmdir(a)
+            return "ok"
+        if kind == "unlink":
+            fs.unlink(a)
+            return "ok"
+        if kind == "rename":
+            fs.rename(a, b)
+            return "ok"
+        if kind == "symlink":
+            fs.symlink(b, a)
+            return "ok"
+        if kind == "readlink":
+            return fs.readlink(a)
+        if kind == "listdir":
+            return sorted(fs.listdir(a))
+        if kind == "stat":
+            st = fs.stat(a)
+            return (stat.S_IFMT(st.st_mode), st.st_size if stat.S_ISREG(st.st_mode) else 0)
+        if kind == "chmod":
+            fs.chmod(a, 0o700)
+            return "ok"
+    except OSError as e:
+        return ("errno", e.errno)
+    raise AssertionError(kind)
+
+
+def _tree(fs, top="/"):
+    out = {}
+    for name in sorted(fs.listdir(top)):
+        p = top.rstrip("/") + "/" + name
+        st = fs.lstat(p)
+        if stat.S_ISDIR(st.st_mode):
+            out[p] = "dir"
+            out.update(_tree(fs, p))
+        elif stat.S_ISLNK(st.st_mode):
+            out[p] = "-> " + fs.readlink(p)
+        else:
+            with fs.open(p, "rb") as f:
+                out[p] = f.read()
+    return out
+
+
+def test_differential_against_kernel_bind_mounts(tmp_path):
+    import subprocess
+
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    from tests.conftest import need_root
+
+    need_root()
+    ops = st.lists(st.tuples(
+        st.sampled_from(["write", "read", "mkdir", "rmdir", "unlink", "rename", "symlink",
+                         "readlink", "listdir", "stat", "chmod"]),
+        st.sampled_from(_PATHS),
+        st.sampled_from(_PATHS + _TARGETS)), min_size=1, max_size=25)
+    counter = iter(range(10**6))
+
+    def layout(base):
+        for d in ("root/etc", "root/data", "root/ro", "vol", "rovol"):
+            os.makedirs(os.path.join(base, d))
+        with open(os.path.join(base, "root/etc/f"), "wb") as f:
+            f.write(b"etc f")
+        with open(os.path.join(base, "root/data/hidden"), "wb") as f:
+            f.write(b"under the mount")
+        with open(os.path.join(base, "rovol/seed"), "wb") as f:
+            f.write(b"seed")
+
+    @given(ops)
+    def run(seq):
+        n = next(counter)
+        k, e = str(tmp_path / f"k{n}"), str(tmp_path / f"e{n}")
+        layout(k)
+        layout(e)
+        subprocess.run(["mount", "--bind", f"{k}/vol", f"{k}/root/data"], check=True)
+        subprocess.run(["mount", "--bind", f"{k}/rovol", f"{k}/root/ro"], check=True)
+        subprocess.run(["mount", "-o", "remount,bind,ro", f"{k}/root/ro"], check=True)
+        try:
+            kernel = _OsFS(f"{k}/root")
+            view = MountTable(HostFS(f"{e}/root"), [
+                Mount("/data", HostFS(f"{e}/vol")),
+                Mount("/ro", HostFS(f"{e}/rovol"), read_only=True)])
+            for op in seq:
+                if op[0] == "rename" and not op[2].startswith("/"):
+                    continue  # rename takes two paths
+                if op[0] == "symlink" and op[2].startswith("/"):
+                    continue  # to the kernel an absolute target means the host's root
+                              # (no chroot here); test_symlinks_resolve_across_mounts has them
+                want, got = _apply(kernel, op), _apply(view, op)
+                assert got == want, f"{op}: kernel {want!r}, MountTable {got!r}"
+            assert _tree(view) == _tree(kernel)
+        finally:
+            subprocess.run(["umount", f"{k}/root/ro"], check=False)
+            subprocess.run(["umount", f"{k}/root/data"], check=False)
+
+    run()
