@@ -15,6 +15,9 @@ file's contents is ever read.
 - an opaque directory replacing a lower one is ``C``, and each lower name it hides that is
   not in the upper is ``D`` (docker's own output here depends on the storage driver; this is
   what a comparison of the two trees gives);
+- a directory renamed with ``redirect_dir`` (``overlay.redirect``) and everything below it
+  are compared by path with what the lowers hold at the new place (its contents are new
+  paths there: ``A``, or ``C`` where a lower object had the same path);
 - sorted by path.
 """
 
@@ -63,9 +66,10 @@ def changes(union: Any) -> Iterator[Change]:
         if e is None:
             continue
         if e.kind is Kind.DIR and path != "/" and e.redirect:
-            r = e.redirect
-            parent_key = _p.split(lkey)[0] if lkey else None
-            lkey = r if r.startswith("/") else (_p.join(parent_key, r) if parent_key else None)
+            # a renamed directory: every path below it is compared, by path, with what the
+            # lowers hold at that place (its contents moved there, so they are new paths)
+            _renamed_changes(union, path, lkey, found, parents)
+            continue
         low = _lower_entry(union, lkey) if lkey is not None else None
         if path != "/":
             if e.kind is Kind.WHITEOUT:
@@ -104,6 +108,37 @@ def changes(union: Any) -> Iterator[Change]:
             found[parent] = ChangeKind.CHANGED
     for path in sorted(found):
         yield Change(path, found[path])
+
+
+def _renamed_changes(union: Any, path: str, lkey: str | None, found: dict,
+                     parents: set) -> None:
+    """Changes for a directory that came by rename (``overlay.redirect``) and below it."""
+    low_node = union._lower.node(lkey) if lkey is not None else None
+
+    def visit(p: str, low: Any) -> None:
+        node = union._walk(p, follow=False)
+        if low is None:
+            found[p] = ChangeKind.ADDED
+            parents.add(_p.split(p)[0])
+        else:
+            found[p] = ChangeKind.CHANGED
+        if not node.is_dir:
+            return
+        names = union.listdir(p)
+        lower_names = union._lower.children(low, lkey_of[p]) if (
+            low is not None and low.is_dir) else {}
+        for name in lower_names:
+            if name not in names:
+                found[_p.join(p, name)] = ChangeKind.DELETED
+                parents.add(p)
+        for name in names:
+            child = _p.join(p, name)
+            clow = lower_names.get(name) if lower_names else None
+            lkey_of[child] = _p.join(lkey_of[p], name) if lkey_of.get(p) else None
+            visit(child, clow)
+
+    lkey_of: dict[str, str | None] = {path: lkey if low_node is not None else None}
+    visit(path, low_node)
 
 
 @dataclass(frozen=True)

@@ -305,6 +305,18 @@ class MemoryLayer:
             node.atime, node.mtime = entry.atime_ns, entry.mtime_ns
             self._insert(path, node)
 
+    def fill_data(self, path: str, source: Layer, source_path: str, *,
+                  fsync: bool = True) -> None:
+        """Put the data of ``source_path`` into the existing regular file ``path`` (the data
+        copy-up of a metacopy file: same inode, so its hard links see it)."""
+        with self._lock:
+            node = self._need(path)
+            if node.data is None:
+                raise InvalidPath(path, "not a regular file")
+            fresh = _MNode(Kind.FILE, 0, 0)
+            _fill_memory(fresh, source, source_path)
+            node.data.buf[:] = fresh.data.buf  # type: ignore[union-attr]
+
     def symlink(self, path: str, target: str) -> None:
         with self._lock:
             node = self._new(Kind.SYMLINK, 0o777)
@@ -900,6 +912,23 @@ class DirLayer:
             _remove_quietly(tmp)
             raise
 
+    def fill_data(self, path: str, source: Layer, source_path: str, *,
+                  fsync: bool = True) -> None:
+        """Put the data of ``source_path`` into the existing regular file ``path`` in place
+        (the data copy-up of a metacopy file: same inode, so its hard links see it)."""
+        try:
+            fd = os.open(self._host(path), os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as e:
+            raise from_oserror(e, path) from None
+        try:
+            _copy_data(fd, source, source_path, 0)
+            if fsync:
+                os.fsync(fd)
+        except OSError as e:
+            raise from_oserror(e, path) from None
+        finally:
+            os.close(fd)
+
     def symlink(self, path: str, target: str) -> None:
         self._check_absent(path)
         self._call(path, os.symlink, target, self._host(path))
@@ -1003,7 +1032,11 @@ class DirLayer:
         return os.path.join(d, key)
 
     def index_lookup(self, key: str) -> bool:
-        return os.path.lexists(self._index_path(key))
+        if self._workdir is None:
+            parent, base = os.path.split(self.root)
+            self._workdir = os.path.join(parent, f".{base}.unionfs-work")
+        # a lookup must not create the work directory (reads never write)
+        return os.path.lexists(os.path.join(self._workdir, "index", key))
 
     def index_store(self, key: str, path: str) -> None:
         ipath = self._index_path(key)
@@ -1030,19 +1063,23 @@ class DirLayer:
         return HostFile(fd, readable=True, writable=False, name=key)  # type: ignore[return-value]
 
     def index_get_count(self, key: str) -> tuple[int, int]:
-        """``(lower links of the group, lower links consumed)``, kept in an xattr of the
-        index entry so it survives a remount."""
-        try:
-            raw = os.getxattr(self._index_path(key), "user.unionfs.links").decode()
-            lower, consumed = raw.split(",")
-            return int(lower), int(consumed)
-        except (OSError, ValueError):
-            return (1, 0)
+        """``(lower links of the group, lower links consumed)``, kept in a private overlay
+        xattr of the index entry (hidden like every overlay mark) so it survives a remount."""
+        host = self._index_path(key)
+        for prefix in (_wh.TRUSTED, _wh.USER):
+            try:
+                lower, consumed = os.getxattr(host, prefix + "unionfs.links").decode().split(",")
+                return int(lower), int(consumed)
+            except (OSError, ValueError):
+                continue
+        return (1, 0)
 
     def index_set_count(self, key: str, value: tuple[int, int]) -> None:
+        fmt = self.format if self.format.xattr_prefix is not None else (
+            _wh.Format.OVERLAY if os.geteuid() == 0 else _wh.Format.USER)
         with contextlib.suppress(OSError):
-            os.setxattr(self._index_path(key), "user.unionfs.links",
-                        f"{value[0]},{value[1]}".encode())
+            _wh.write_private(self._index_path(key), "unionfs.links",
+                              f"{value[0]},{value[1]}".encode(), fmt)
 
 
 def _pack(e: Entry) -> list:

@@ -308,7 +308,7 @@ class _Node:
     """A resolved union object: its upper entry (if any), its lower-view node (if any) and
     the lower-view path that its children are looked up under (``lower_key``)."""
 
-    __slots__ = ("lower", "lower_key", "path", "upper")
+    __slots__ = ("alias", "lower", "lower_key", "path", "upper")
 
     def __init__(self, path: str, upper: Entry | None, lower: _LNode | None,
                  lower_key: str | None) -> None:
@@ -316,10 +316,16 @@ class _Node:
         self.upper = upper
         self.lower = lower
         self.lower_key = lower_key
+        #: index=on: the copied-up object of this lower hard link's group
+        self.alias: Entry | None = None
 
     @property
     def entry(self) -> Entry:
-        return self.upper if self.upper is not None else self.lower.top  # type: ignore[union-attr]
+        if self.upper is not None:
+            return self.upper
+        if self.alias is not None:
+            return self.alias
+        return self.lower.top  # type: ignore[union-attr]
 
     @property
     def kind(self) -> Kind:
@@ -516,7 +522,8 @@ class UnionFS:
     ``upper`` (``None``: read-only, every change fails with ``EROFS``).
 
     Options carry the overlayfs names: ``redirect_dir`` (rename merged/lower directories by
-    recording ``overlay.redirect``; off: ``EXDEV``), ``index`` (copy-up keeps lower hard links
+    recording ``overlay.redirect``; off: ``EXDEV``; unset: off unless ``metacopy``, as the
+    kernel defaults), ``index`` (copy-up keeps lower hard links
     together), ``metacopy`` (metadata-only copy-up for chmod/chown/utime/xattr changes).
     ``workdir`` sets the upper's work directory (temporaries of copy-up, the hard-link index).
     ``umask`` is applied to the modes of new objects (default 0: modes are taken as given,
@@ -528,14 +535,19 @@ class UnionFS:
     """
 
     def __init__(self, lowers: list[Layer] | tuple[Layer, ...] = (), upper: Any = None, *,
-                 redirect_dir: bool = False, index: bool = False, metacopy: bool = False,
+                 redirect_dir: bool | None = None, index: bool = False,
+                 metacopy: bool = False,
                  workdir: str | os.PathLike | None = None, umask: int = 0,
                  volatile: bool = False) -> None:
         self.lowers: list[Layer] = list(lowers)
         self.upper = upper
         if upper is None and not self.lowers:
             raise InvalidPath(None, "a union needs at least one lower layer or an upper")
-        self.redirect_dir = redirect_dir
+        if metacopy and redirect_dir is False:
+            # the kernel refuses this mount: a metacopy file renamed needs its redirect
+            raise InvalidPath(None, "metacopy=on conflicts with redirect_dir=off")
+        #: redirect_dir=None means the kernel's default: off, but on with metacopy=on
+        self.redirect_dir = bool(metacopy if redirect_dir is None else redirect_dir)
         self.index = index
         self.metacopy = metacopy
         self.umask = umask
@@ -633,7 +645,13 @@ class UnionFS:
                 lower = None
         if upper_e is None and lower is None:
             return None
-        return _Node(cpath, upper_e, lower, lkey if lower is not None and lower.is_dir else None)
+        node = _Node(cpath, upper_e, lower, lkey if lower is not None and lower.is_dir else None)
+        if self.index and upper_e is None and lower.top.nlink > 1 and \
+                lower.top.kind is not Kind.DIR:  # type: ignore[union-attr]
+            key = self._index_key(node)
+            if key is not None and self.upper.index_lookup(key):
+                node.alias = self._index_entry(key)
+        return node
 
     def _walk(self, path: str, follow: bool = True) -> _Node:
         """Resolve a normalised union path, following symlinks in every component but the
@@ -716,7 +734,6 @@ class UnionFS:
 
     # ------------------------------------------------------------------ inode numbers
     def _ino(self, node: _Node) -> int:
-        e = node.entry
         if node.upper is not None:
             if node.upper.origin_ino is not None:
                 return node.upper.origin_ino
@@ -728,9 +745,7 @@ class UnionFS:
                 return _compose_ino(i + 1, le.ino)
             return _compose_ino(0, node.upper.ino)
         i, _, le = node.lower.stack[0]  # type: ignore[union-attr]
-        if self.index and le.kind is not Kind.DIR and le.nlink > 1:
-            return _compose_ino(i + 1, le.ino)
-        return _compose_ino(i + 1, e.ino)
+        return _compose_ino(i + 1, le.ino)
 
     def _index_key(self, node: _Node) -> str | None:
         """The hard-link group of a lower non-directory with several links (index=on)."""
@@ -775,13 +790,6 @@ class UnionFS:
 
     def _stat_of(self, node: _Node) -> os.stat_result:
         e = node.entry
-        if node.upper is None and self.index and self.upper is not None and \
-                e.kind is not Kind.DIR:
-            key = self._index_key(node)
-            if key is not None and self.upper.index_lookup(key):
-                ie = self._index_entry(key)
-                if ie is not None:
-                    e = ie
         size = e.size
         blocks = (size + 511) // 512
         return os.stat_result((
@@ -806,7 +814,8 @@ class UnionFS:
             st = self._stat_of(node)
             # kept until the next change, unless an upper non-directory is involved: open
             # files change those without the engine seeing it
-            if not self._changing and (node.upper is None or node.upper.kind is Kind.DIR):
+            if not self._changing and node.alias is None and (
+                    node.upper is None or node.upper.kind is Kind.DIR):
                 self._stat_cache[(p, follow_symlinks)] = st
             return st
 
@@ -1097,7 +1106,9 @@ class UnionFS:
 
     def _copy_up(self, node: _Node, *, data: bool = True, meta_only_ok: bool = False) -> _Node:
         """Make sure ``node`` exists in the upper (parents first); return the fresh node.
-        ``meta_only_ok`` with ``metacopy=on`` copies a regular file's metadata only."""
+        ``meta_only_ok`` with ``metacopy=on`` copies a regular file's metadata only; without
+        it a metacopy file gets its data (link and rename do that: a metacopy file found
+        under another name would lose the path to its data)."""
         if node.upper is not None:
             if node.upper.kind is Kind.FILE and node.upper.metacopy and not meta_only_ok:
                 return self._complete_metacopy(node)
@@ -1118,8 +1129,10 @@ class UnionFS:
             return self._walk(node.path, follow=False)
         ino = self._ino(node)
         keep_ino = le.kind is Kind.DIR or le.nlink <= 1 or key is not None
+        # a hard-link group going into the index gets its data at once: every other name of
+        # the group reads the indexed object, which must not be a data-less metacopy file
         meta = (meta_only_ok and self.metacopy and le.kind is Kind.FILE
-                and self._upper_has_xattrs())
+                and self._upper_has_xattrs() and key is None)
         copy = getattr(self.upper, "copy_up", None)
         if copy is not None:
             copy(node.path, le, layer, lpath, data=data and not meta, metacopy=meta,
@@ -1174,26 +1187,22 @@ class UnionFS:
         up.utime(path, le.atime_ns, le.mtime_ns)
 
     def _complete_metacopy(self, node: _Node) -> _Node:
-        """A metacopy upper file is about to be written: bring its data up (kernel: "data
-        copy-up"), through a temporary so the file is never half-filled."""
+        """A metacopy upper file is about to be written: bring its data up into the same
+        upper inode (kernel: ``ovl_copy_up_meta_inode_data``), so hard links to it keep
+        seeing it. The metacopy mark is cleared only once the data is complete (and synced),
+        so a crash half-way leaves a file that still reads its data from below."""
         src = self._data_source(node)
         if src is None:
             return node
         layer, lpath = src
-        e = node.upper
-        tmp_path = node.path
-        # copy the data into a temporary sibling in the upper, then swap it in
-        copy = getattr(self.upper, "copy_up", None)
-        head, name = _p.split(node.path)
-        tmp = _p.join(head, f".wh..wh..unionfs-data.{threading.get_ident()}.{name}")[:4000]
-        if copy is not None:
-            copy(tmp, e, layer, lpath, data=True, origin_ino=self._ino(node))
-            self.upper.rename(tmp, tmp_path)
+        fill = getattr(self.upper, "fill_data", None)
+        if fill is not None:
+            fill(node.path, layer, lpath, fsync=not self.volatile)
         else:
             with self.upper.open_write(node.path) as out, layer.open_read(lpath) as f:
                 while chunk := f.read(1 << 20):
                     out.write(chunk)
-            self.upper.set_metacopy(node.path, False)
+        self.upper.set_metacopy(node.path, False)
         self._emit(EventKind.COPY_UP, node.path, layer.name, "data copied up (metacopy file "
                    "opened for writing)")
         return self._walk(node.path, follow=False)
@@ -1344,7 +1353,7 @@ class UnionFS:
             if node.is_dir:
                 raise NotPermitted(s)
             _check_name(name, d)
-            node = self._copy_up(node, meta_only_ok=True)
+            node = self._copy_up(node, meta_only_ok=False)
             parent = self._prepare_create(self._walk(_p.split(d)[0]), name)
             cpath = _p.join(parent.path, name)
             self._clear_whiteout(cpath)
@@ -1451,9 +1460,11 @@ class UnionFS:
 
     def _remove_node(self, parent: _Node, node: _Node, name: str) -> None:
         lower_visible = self._has_lower(parent, name) or node.lower is not None
-        key = self._index_key(node) if node.upper is None else None
-        if key is not None and self.upper.index_lookup(key):
-            self._index_consume(key)
+        if node.upper is None and self._index_key(node) is not None:
+            # index=on: a lower hard link is copied up (into the index) before it goes, so
+            # the group's other names count one link less (the kernel's ovl_nlink_start)
+            node = self._copy_up(node)
+            parent = self._walk(parent.path)
         if parent.upper is None:
             parent = self._copy_up(parent)
         if node.upper is not None:
@@ -1533,9 +1544,7 @@ class UnionFS:
                 self._exchange(sparent, snode, dparent, dnode)  # type: ignore[arg-type]
                 return
             if dnode is not None:
-                if (snode.upper is not None and dnode.upper is not None
-                        and not snode.is_dir and snode.upper.nlink > 1
-                        and snode.upper.ino == dnode.upper.ino):
+                if self._same_object(snode, dnode):
                     return  # two links to one file: POSIX says do nothing
                 if snode.is_dir and not dnode.is_dir:
                     raise NotADir(d)
@@ -1546,6 +1555,17 @@ class UnionFS:
             if dnode is not None and dnode.is_dir and self._names(dnode):
                 raise NotEmpty(d)
             self._rename(s, snode, sparent, d, dnode, dparent, dname)
+
+    def _same_object(self, a: _Node, b: _Node) -> bool:
+        """Two names of one overlay inode: upper hard links, or (index=on) names of one
+        lower hard-link group, copied up or not. Without the index, two names of a lower
+        hard link are two overlay inodes, as in the kernel."""
+        if a.is_dir or b.is_dir:
+            return False
+        if a.upper is not None and b.upper is not None:
+            return a.upper.ino == b.upper.ino and a.upper.nlink > 1
+        return self.index and self._index_key(a if a.upper is None else b) is not None and \
+            self._ino(a) == self._ino(b)
 
     def replace(self, src: Any, dst: Any) -> None:
         """``os.replace``: rename, replacing ``dst``."""
@@ -1575,7 +1595,13 @@ class UnionFS:
             else:
                 redirect = snode.lower_key or s
         src_lower = snode.lower is not None or self._has_lower(sparent, _p.split(s)[1])
-        snode = self._copy_up(snode, meta_only_ok=True)
+        if dnode is not None and dnode.upper is None and not dnode.is_dir and \
+                self._index_key(dnode) is not None:
+            # index=on: the replaced lower hard link goes into the index first, so its group
+            # counts one link less once the rename drops it (as for unlink)
+            self._copy_up(dnode)
+            dnode = self._walk(d, follow=False)
+        snode = self._copy_up(snode, meta_only_ok=False)
         dparent = self._walk(_p.split(d)[0])
         if dparent.upper is None:
             dparent = self._copy_up(dparent)
@@ -1613,8 +1639,8 @@ class UnionFS:
             if self._dir_needs_redirect(n):
                 r = n.upper.redirect if n.upper is not None else None
                 moves.append((other, r if r and r.startswith("/") else (n.lower_key or n.path)))
-        self._copy_up(snode, meta_only_ok=True)
-        self._copy_up(self._walk(dnode.path, follow=False), meta_only_ok=True)
+        self._copy_up(snode, meta_only_ok=False)
+        self._copy_up(self._walk(dnode.path, follow=False), meta_only_ok=False)
         exchange = getattr(self.upper, "exchange", None)
         if exchange is None:
             raise NotSupported(snode.path)

@@ -478,3 +478,74 @@ def test_metacopy_on_oci_upper_copies_data(tmp_path):
     fs.chmod("/d/g", 0o600)
     assert not fs.upper.lookup("/d/g").metacopy
     assert fs.read_bytes("/d/g") == b"g"
+
+
+def test_option_rules(tmp_path):
+    with pytest.raises(OSError) as info:
+        build(tmp_path, "memory", metacopy=True, redirect_dir=False)
+    assert info.value.errno == errno.EINVAL
+    fs = build(tmp_path, "memory", metacopy=True)
+    assert fs.redirect_dir
+    fs.rename("/merged", "/m2")  # metacopy=on turns redirect_dir on, as in the kernel
+    assert fs.listdir("/m2") == ["low", "top"]
+    fs = build(tmp_path, "dir-overlay", volatile=True)
+    fs.write_bytes("/d/g", b"v")
+    assert fs.read_bytes("/d/g") == b"v"
+
+
+@pytest.mark.parametrize("upper_kind", ["memory", "dir-overlay"])
+def test_metacopy_link_then_write_keeps_the_link(tmp_path, upper_kind):
+    fs = build(tmp_path, upper_kind, metacopy=True)
+    fs.link("/d/g", "/d/g2")
+    with fs.open("/d/g", "ab") as f:
+        f.write(b"y")
+    assert fs.read_bytes("/d/g2") == b"gy"
+    assert fs.stat("/d/g").st_nlink == 2
+    fs.chmod("/d/sub/f", 0o600)  # metadata only ...
+    fs.link("/d/sub/f", "/d/sub/f2")  # ... until linked
+    with fs.open("/d/sub/f2", "ab") as f:
+        f.write(b"z")
+    assert fs.read_bytes("/d/sub/f") == b"fz"
+
+
+@pytest.mark.parametrize("upper_kind", ["memory", "dir-overlay"])
+def test_index_unlink_lowers_nlink(tmp_path, upper_kind):
+    fs = build(tmp_path, upper_kind, index=True)
+    fs.unlink("/h2")
+    assert fs.stat("/h1").st_nlink == 1
+    assert fs.listxattr("/h1") == []
+
+
+@pytest.mark.parametrize("upper_kind", ["memory", "dir-overlay"])
+def test_index_rename_over_a_lower_link_lowers_nlink(tmp_path, upper_kind):
+    fs = build(tmp_path, upper_kind, index=True)
+    fs.rename("/d/g", "/h2")
+    assert fs.read_bytes("/h2") == b"g"
+    assert fs.stat("/h1").st_nlink == 1
+    assert fs.read_bytes("/h1") == b"linked"
+
+
+def test_commit_walk_expands_redirects_and_reads_metacopy_data(tmp_path):
+    fs = build(tmp_path, "dir-overlay", redirect_dir=True, metacopy=True)
+    fs.rename("/merged", "/moved")
+    fs.chmod("/d/g", 0o600)
+    items = {i.path: i for i in commit_walk(fs)}
+    assert items["/moved"].entry.opaque and items["/moved"].entry.redirect is None
+    assert set(items) >= {"/moved/low", "/moved/top", "/merged", "/d/g"}
+    assert items["/merged"].entry.kind is Kind.WHITEOUT
+    with items["/moved/low"].open() as f:
+        assert f.read() == b"low"
+    with items["/d/g"].open() as f:
+        assert f.read() == b"g"
+    assert not items["/d/g"].entry.metacopy
+    assert [str(c) for c in changes(fs)] == ["C /d", "C /d/g", "D /merged", "A /moved",
+                                           "A /moved/low", "A /moved/top"]
+
+
+@pytest.mark.parametrize("index", [False, True])
+def test_rename_between_lower_hard_links(tmp_path, index):
+    fs = build(tmp_path, "memory", index=index)
+    fs.rename("/h1", "/h2")
+    # index=on: one overlay inode, rename does nothing; off: two inodes, a real rename
+    assert fs.exists("/h1") is index
+    assert fs.read_bytes("/h2") == b"linked"
