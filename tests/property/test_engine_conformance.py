@@ -3,7 +3,8 @@
 give the model's value or errno and the visible trees must stay equal.
 
 Open engine bugs (``known_bugs.py``) are skipped step by step inside the machines and pinned by
-the strict-xfail reproductions at the end of this file."""
+strict-xfail reproductions; the bugs the kit found and the engine fixed (KIT-n) keep their
+exact reproductions at the end of this file as regression tests."""
 
 from __future__ import annotations
 
@@ -17,10 +18,13 @@ from hypothesis import settings
 
 from tests.property.known_bugs import known_engine_bug
 from unionfs.testing.conformance import EngineTarget, UnionConformance, run_ops
-from unionfs.testing.model import Fifo, File, LayerSpec, StackSpec, UnionModel
+from unionfs.testing.model import Dir, Fifo, File, HardLink, LayerSpec, StackSpec, UnionModel
 from unionfs.testing.strategies import LONG_NAME, Op
 
-STEPS = settings(stateful_step_count=20)  # max_examples comes from the dev/ci profile
+# max_examples comes from the dev/ci profile; the option variants run half as many
+STEPS = settings(stateful_step_count=10)
+VARIANT_STEPS = settings(stateful_step_count=10,
+                         max_examples=max(5, settings.default.max_examples // 2))
 
 
 class EngineConformance(UnionConformance):
@@ -78,15 +82,16 @@ TestMemoryEngineAll = MemoryEngineAll.TestCase
 TestDirEngine = DirEngine.TestCase
 TestDirEngineRedirectIndex = DirEngineRedirectIndex.TestCase
 TestDirEngineMetacopy = DirEngineMetacopy.TestCase
-for _case in (TestMemoryEngine, TestMemoryEngineRedirect, TestMemoryEngineIndex,
-              TestMemoryEngineAll, TestDirEngine, TestDirEngineRedirectIndex,
-              TestDirEngineMetacopy):
-    _case.settings = STEPS
+TestMemoryEngine.settings = TestDirEngine.settings = STEPS
+for _case in (TestMemoryEngineRedirect, TestMemoryEngineIndex, TestMemoryEngineAll,
+              TestDirEngineRedirectIndex, TestDirEngineMetacopy):
+    _case.settings = VARIANT_STEPS
 del _case
 
 
 # ---------------------------------------------------------------------------------------------
-# exact reproductions of the open engine bugs (strict: they fail loudly once fixed)
+# exact reproductions of the engine bugs found by the kit: fixed ones are plain regression
+# tests, open ones strict xfails (they fail loudly once fixed: then drop the known_bugs entry)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -110,7 +115,6 @@ def test_the_engine_agrees_with_the_model_on_a_lower_file_rewrite():
     assert pairs == [(None, None), (None, None), (2, 2), (2, 2)]
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug KIT-1: ENAMETOOLONG before the path walk")
 def test_kit1_enametoolong_after_walk():
     stack = StackSpec((LayerSpec.of({"/c": File(b"")}),))
     pairs = _engine_errnos(stack, [
@@ -121,9 +125,76 @@ def test_kit1_enametoolong_after_walk():
     assert all(model == engine for model, engine in pairs), pairs
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug KIT-2: user.* xattrs on a FIFO must be EPERM")
 def test_kit2_user_xattr_on_fifo():
     stack = StackSpec((LayerSpec.of({"/f": Fifo()}),))
     pairs = _engine_errnos(stack, [Op("setxattr", ("/f", "user.a", b"v")),
                                    Op("removexattr", ("/f", "user.a"))])
     assert all(model == engine for model, engine in pairs), pairs
+
+
+def test_kit3_private_link_xattr_hidden():
+    stack = StackSpec((LayerSpec.of({"/b": File(b"x"), "/a": HardLink("/b")}),))
+    with tempfile.TemporaryDirectory() as base:
+        fmt = "overlay" if os.geteuid() == 0 else "oci"
+        engine = EngineTarget.on_disk(stack, base, fmt=fmt, redirect_dir=True, index=True)
+        engine.link("/b", "/d")
+        assert engine.fs.listxattr("/b") == []
+
+
+@pytest.mark.parametrize("where", ["memory", "disk"])
+def test_kit4_metacopy_link_then_write(where):
+    stack = StackSpec((LayerSpec.of({"/a": Dir(), "/a/d": File(b"x")}),))
+    options = {"redirect_dir": True, "metacopy": True}
+    with tempfile.TemporaryDirectory() as base:
+        fmt = "overlay" if os.geteuid() == 0 else "oci"
+        engine = (EngineTarget.memory(stack, **options) if where == "memory"
+                  else EngineTarget.on_disk(stack, base, fmt=fmt, **options))
+        engine.link("/a/d", "/a/c")
+        engine.write_file("/a/d", b"y", "a")
+        assert (engine.read_file("/a/c"), engine.lstat("/a/c").nlink) == (b"xy", 2)
+
+
+@pytest.mark.parametrize("where", ["memory", "disk"])
+def test_kit5_index_unlink_lowers_nlink(where):
+    stack = StackSpec((LayerSpec.of({"/c": Dir(), "/c/d": File(b""), "/c/b": HardLink("/c/d")}),))
+    with tempfile.TemporaryDirectory() as base:
+        fmt = "overlay" if os.geteuid() == 0 else "oci"
+        engine = (EngineTarget.memory(stack, index=True) if where == "memory"
+                  else EngineTarget.on_disk(stack, base, fmt=fmt, index=True))
+        engine.unlink("/c/b")
+        assert engine.lstat("/c/d").nlink == 1
+
+
+@pytest.mark.parametrize("where", ["memory", "disk"])
+def test_kit6_index_metacopy_chmod_keeps_link_data(where):
+    stack = StackSpec((LayerSpec.of({"/b": Dir(), "/b/a": File(b"x"), "/a": HardLink("/b/a")}),))
+    options = {"redirect_dir": True, "index": True, "metacopy": True}
+    with tempfile.TemporaryDirectory() as base:
+        fmt = "overlay" if os.geteuid() == 0 else "oci"
+        engine = (EngineTarget.memory(stack, **options) if where == "memory"
+                  else EngineTarget.on_disk(stack, base, fmt=fmt, **options))
+        engine.chmod("/a", 0o600)
+        assert (engine.read_file("/b/a"), engine.read_file("/a")) == (b"x", b"x")
+
+
+@pytest.mark.parametrize("where", ["memory", "disk"])
+def test_kit7_index_rename_over_lower_link(where):
+    stack = StackSpec((LayerSpec.of({"/c": Dir(), "/c/b": File(b"b"), "/c/d": File(b""),
+                                     "/c/l": HardLink("/c/d")}),))
+    with tempfile.TemporaryDirectory() as base:
+        fmt = "overlay" if os.geteuid() == 0 else "oci"
+        engine = (EngineTarget.memory(stack, index=True) if where == "memory"
+                  else EngineTarget.on_disk(stack, base, fmt=fmt, index=True))
+        engine.rename("/c/b", "/c/l")
+        assert engine.lstat("/c/d").nlink == 1
+
+
+@pytest.mark.parametrize("where", ["memory", "disk"])
+def test_kit9_index_rename_between_links(where):
+    stack = StackSpec((LayerSpec.of({"/c": File(b"x"), "/b": HardLink("/c")}),))
+    with tempfile.TemporaryDirectory() as base:
+        fmt = "overlay" if os.geteuid() == 0 else "oci"
+        engine = (EngineTarget.memory(stack, index=True) if where == "memory"
+                  else EngineTarget.on_disk(stack, base, fmt=fmt, index=True))
+        engine.rename("/c", "/b")  # same inode: rename(2) returns 0 and changes nothing
+        assert engine.listdir("/") == ["b", "c"]

@@ -245,12 +245,16 @@ class EngineTarget:
     @classmethod
     def on_disk(cls, stack: StackSpec, workdir: str | os.PathLike[str], *, fmt: str = "overlay",
                 **options: bool) -> EngineTarget:
-        """A union of ``DirLayer``s written below ``workdir`` (``lower0``.., ``upper``)."""
+        """A union of ``DirLayer``s written below ``workdir`` (``lower0``.., ``upper``,
+        ``work``; the lower layers' index cache in ``index-cache``, so nothing is left
+        outside ``workdir``)."""
         from ..layer import DirLayer
         from ..union import UnionFS
 
         workdir = os.fspath(workdir)
-        lowers = [DirLayer(write_layer_dir(spec, f"{workdir}/lower{i}", fmt))
+        cache_dir = f"{workdir}/index-cache"
+        lowers = [DirLayer(write_layer_dir(spec, f"{workdir}/lower{i}", fmt),
+                           cache_dir=cache_dir)
                   for i, spec in enumerate(stack.lowers)]
         upper_dir = write_layer_dir(stack.upper or LayerSpec(), f"{workdir}/upper", fmt)
         os.makedirs(f"{workdir}/work", exist_ok=True)
@@ -363,8 +367,9 @@ class Seen:
     xattrs: tuple[tuple[str, bytes], ...] = field(default=())
 
 
-def snapshot(target: Any) -> dict[str, Seen]:
-    """The whole visible tree of ``target``: ``{path: Seen}``, FIFOs not opened."""
+def snapshot(target: Any, hidden: Sequence[str] = HIDDEN_XATTR_PREFIXES) -> dict[str, Seen]:
+    """The whole visible tree of ``target``: ``{path: Seen}``, FIFOs not opened, xattrs whose
+    names start with one of ``hidden`` left out."""
     out: dict[str, Seen] = {}
 
     def visit(path: str) -> None:
@@ -376,7 +381,8 @@ def snapshot(target: Any) -> dict[str, Seen]:
         elif st.kind == "symlink":
             link = target.readlink(path)
         if st.kind in ("file", "dir"):
-            attrs = tuple((n, target.getxattr(path, n)) for n in target.listxattr(path))
+            attrs = tuple((n, target.getxattr(path, n)) for n in target.listxattr(path)
+                          if not n.startswith(tuple(hidden)))
         out[path] = Seen(st, data, link, attrs)
         if st.kind == "dir":
             for name in target.listdir(path):
@@ -524,6 +530,8 @@ class UnionConformance(RuleBasedStateMachine):
 
     options: ClassVar[dict[str, bool]] = {}
     stack_strategy: ClassVar[st.SearchStrategy[StackSpec]] = stacks()
+    #: xattr name prefixes left out of the tree comparison
+    hidden_xattrs: ClassVar[tuple[str, ...]] = HIDDEN_XATTR_PREFIXES
 
     def __init__(self) -> None:
         super().__init__()
@@ -602,22 +610,45 @@ class UnionConformance(RuleBasedStateMachine):
     @precondition(lambda self: self.model is not None)
     @rule(data=st.data())
     def change_existing(self, data: st.DataObject) -> None:
-        """Steps on names that exist: copy-up, whiteouts and EXDEV happen here."""
+        """Data and metadata changes on names that exist: copy-up happens here."""
+        self.step(data.draw(ops(self._existing(), calls=(
+            "write_file", "truncate", "chmod", "chown", "setxattr", "removexattr", "utime")),
+            label="op"))
+
+    @precondition(lambda self: self.model is not None)
+    @rule(data=st.data())
+    def create_something(self, data: st.DataObject) -> None:
+        """New names (or clashes with existing ones): mkdir over whiteouts makes opaque
+        directories, creation in lower directories copies parents up."""
+        self.step(data.draw(ops(self._paths(), calls=("mkdir", "write_file", "symlink",
+                                                      "mkfifo")), label="op"))
+
+    @precondition(lambda self: self.model is not None)
+    @rule(data=st.data())
+    def remove_existing(self, data: st.DataObject) -> None:
+        """Removal of names that exist: whiteouts happen here."""
+        self.step(data.draw(ops(self._existing(), calls=("unlink", "rmdir")), label="op"))
+
+    @precondition(lambda self: self.model is not None)
+    @rule(data=st.data())
+    def move_existing(self, data: st.DataObject) -> None:
+        """``rename`` and ``link`` from names that exist, directories favoured: EXDEV,
+        redirects, broken or kept hard links happen here."""
+        assert self.model is not None
         existing = self._existing()
-        op = data.draw(st.one_of(
-            ops(existing, calls=("write_file", "truncate", "chmod", "chown", "setxattr",
-                                 "removexattr", "unlink", "rmdir", "utime")),
-            st.builds(lambda a, b: Op("rename", (a, b)), st.sampled_from(existing),
-                      st.sampled_from(self._paths())),
-            st.builds(lambda a, b: Op("link", (a, b)), st.sampled_from(existing),
-                      st.sampled_from(self._paths())),
-        ), label="op")
-        self.step(op)
+        dirs = [p for p in existing if self.model.kind_of(p) == "dir"]
+        source = st.sampled_from(dirs) | st.sampled_from(existing) if dirs else \
+            st.sampled_from(existing)
+        target = st.sampled_from(self._paths())
+        self.step(data.draw(st.one_of(
+            st.builds(lambda a, b: Op("rename", (a, b)), source, target),
+            st.builds(lambda a, b: Op("link", (a, b)), st.sampled_from(existing), target),
+        ), label="op"))
 
     @precondition(lambda self: self.model is not None)
     @invariant()
     def same_tree(self) -> None:
-        expected = snapshot(self.model)
-        got = snapshot(self.target)
+        expected = snapshot(self.model, self.hidden_xattrs)
+        got = snapshot(self.target, self.hidden_xattrs)
         differences = diff_snapshots(expected, got)
         assert not differences, "visible trees differ:\n" + "\n".join(differences)

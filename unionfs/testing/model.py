@@ -21,7 +21,8 @@ Assumptions, stated because the oracle is only right inside them:
 - the caller is root (no permission checks: ``CAP_DAC_OVERRIDE``);
 - every symlink is dangling: following one always ends in ``ENOENT`` (the strategies only
   generate targets under a name that never exists, ``missing/``);
-- FIFOs are never opened (opening one blocks): ``supports(op)`` says which steps to skip.
+- FIFOs are never opened (opening one blocks): ``supports(call, *args)`` says which steps
+  to skip.
 
 The model has the same calls as a conformance ``Target`` (os-shaped, see ``conformance.py``),
 so one snapshot function reads the model, the engine and a mounted filesystem alike.
@@ -98,9 +99,9 @@ Node = File | Dir | Symlink | Fifo | Whiteout | HardLink
 @dataclass(frozen=True)
 class LayerSpec:
     """One layer: ``entries`` maps absolute paths (``"/a/b"``, never ``"/"``) to nodes. The
-    root is always a directory ``0o755`` owned by 0:0. Every parent of an entry must be a
-    ``Dir`` entry of the same layer, and a ``HardLink`` must point at a ``File`` of it:
-    ``ValueError`` otherwise."""
+    root is always a directory ``0o755`` owned by the caller (0:0 as root). Every parent of an
+    entry must be a ``Dir`` entry of the same layer, and a ``HardLink`` must point at a
+    ``File`` of it: ``ValueError`` otherwise."""
 
     entries: tuple[tuple[str, Node], ...] = ()
 
@@ -242,16 +243,18 @@ class UnionModel:
     """The oracle: the visible tree of ``stack`` under the overlayfs options given.
 
     Calls mirror ``os`` (and the conformance ``Target``): they return what the call returns
-    or raise ``OSError`` with the kernel's errno. ``uid``/``gid`` own what the caller creates.
+    or raise ``OSError`` with the kernel's errno. ``uid``/``gid`` own what the caller creates
+    (default: this process's effective ids).
     """
 
     def __init__(self, stack: StackSpec, *, redirect_dir: bool = False, index: bool = False,
-                 metacopy: bool = False, uid: int = 0, gid: int = 0) -> None:
+                 metacopy: bool = False, uid: int | None = None,
+                 gid: int | None = None) -> None:
         self.redirect_dir = redirect_dir or metacopy  # the kernel turns it on for metacopy
         self.index = index
         self.metacopy = metacopy  # changes how data is stored, never what is visible
-        self.uid = uid
-        self.gid = gid
+        self.uid = os.geteuid() if uid is None else uid
+        self.gid = os.getegid() if gid is None else gid
         #: visible directory -> the layers (indexes into ``stack.layers()``) merged into it
         self.dir_layers: dict[str, tuple[int, ...]] = {}
         self.root = self._build(stack)
@@ -300,7 +303,7 @@ class UnionModel:
         def merged_dir(path: str, contributors: list[int]) -> _Obj:
             self.dir_layers[path] = tuple(contributors)
             top = tables[contributors[0]].get(path) if path != "/" else None
-            meta = top if isinstance(top, Dir) else Dir()
+            meta = top if isinstance(top, Dir) else Dir(uid=self.uid, gid=self.gid)
             lower = any(not (has_upper and i == 0) for i in contributors)
             obj = _Obj("dir", meta.mode, meta.uid, meta.gid, xattrs=dict(meta.xattrs),
                        lower=lower)

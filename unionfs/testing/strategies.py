@@ -48,7 +48,8 @@ NAMES = ("a", "b", "c", "d")
 LONG_NAME = "n" * 256  # one byte over NAME_MAX
 FILE_MODES = (0o644, 0o600, 0o755, 0o444, 0o640)
 DIR_MODES = (0o755, 0o700, 0o750, 0o777)
-OWNERS = (0, 1000)
+# owners other than the caller need root to materialise (chown)
+OWNERS = (0, 1000) if os.geteuid() == 0 else (os.geteuid(),)
 XATTR_NAMES = ("user.a", "user.b")
 DATA = st.one_of(st.sampled_from([b"", b"x", b"hello\n", b"lower data", b"\0" * 5]),
                  st.binary(max_size=24))
@@ -341,7 +342,8 @@ def oci_layer_tar(spec: LayerSpec) -> bytes:
     opaque markers, hard links as link entries, ``user.*`` xattrs as pax
     ``SCHILY.xattr.*`` records. Deterministic (fixed mtime, sorted)."""
     buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT,
+                      encoding="utf-8", errors="surrogateescape") as tar:
         def add(name: str, node: Node, **kw: Any) -> None:
             info = tarfile.TarInfo(name.lstrip("/"))
             info.mtime = 0
@@ -355,7 +357,7 @@ def oci_layer_tar(spec: LayerSpec) -> bytes:
                 if hasattr(node, attr) and attr not in kw:
                     setattr(info, attr, getattr(node, attr))
             if getattr(node, "xattrs", ()):
-                info.pax_headers = {f"SCHILY.xattr.{k}": v.decode("latin-1")
+                info.pax_headers = {f"SCHILY.xattr.{k}": v.decode("utf-8", "surrogateescape")
                                     for k, v in node.xattrs}
             tar.addfile(info, data)
 
