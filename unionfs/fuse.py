@@ -686,8 +686,8 @@ class _FUSE(mfusepy.FUSE):
 def run_fuse(union: Any, mountpoint: str, opts: MountOptions | None = None, *,
              debug: bool = False, on_ready: Callable[[], None] | None = None) -> None:
     """Mount ``union`` at ``mountpoint`` and serve in this thread until unmounted or until
-    SIGTERM/SIGINT/SIGHUP (libfuse unmounts before returning). Raises ``RuntimeError`` when
-    libfuse cannot mount."""
+    SIGTERM/SIGINT/SIGHUP (libfuse unmounts before returning). Raises ``MountError`` when
+    libfuse cannot mount (its own message is on stderr)."""
     from .mount import fuse_kwargs
 
     ops = FuseOperations(union, opts, on_ready)
@@ -698,7 +698,12 @@ def run_fuse(union: Any, mountpoint: str, opts: MountOptions | None = None, *,
         kwargs.setdefault("allow_other", True)
     kwargs.setdefault("default_permissions", True)
     threaded = opts is not None and opts.threaded
-    _FUSE(ops, mountpoint, foreground=True, nothreads=not threaded, **kwargs)
+    try:
+        _FUSE(ops, mountpoint, foreground=True, nothreads=not threaded, **kwargs)
+    except RuntimeError as e:  # fuse_main's status; libfuse has printed the reason
+        from .mount import MountError
+
+        raise MountError(f"libfuse could not mount {mountpoint} (status {e})") from None
 
 
 __all__ = ["FuseOperations", "provenance_dict", "run_fuse"]

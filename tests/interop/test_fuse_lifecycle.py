@@ -229,3 +229,10 @@ def test_sigkill_mid_copy_up_leaves_no_half_written_file(stack):
             assert f.read(1) == b"L" and head in (b"L", b"W")
     with mounted(stack) as m:  # and the stack mounts again with a whole file
         assert os.path.getsize(m / "data" / "huge") == size
+
+
+def test_libfuse_refusing_the_mount_is_reported_and_leaves_nothing(stack):
+    r = run_cli("mount", "-o", stack.options(extra="max_read=lots"), str(stack.mnt))
+    assert r.returncode == 1
+    assert "max_read=lots" in r.stderr and "could not mount" in r.stderr
+    assert in_mounts(stack.mnt) == []
