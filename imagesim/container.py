@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import inspect
 import io
 import json
 import os
@@ -476,12 +475,10 @@ class Container:
             from unionfs.layer import DirLayer
             from unionfs.union import UnionFS
 
-            lowers = [DirLayer(d) for d in self.lower_dirs]
-            params = inspect.signature(DirLayer).parameters
-            if "workdir" in params:
-                upper = DirLayer(self.upper_dir, writable=True, workdir=self.work_dir)
-            else:
-                upper = DirLayer(self.upper_dir, writable=True)
+            store = self.containers.store
+            lowers = store.lower_layers(store.get_image(self.image_digest))
+            upper = DirLayer(self.upper_dir, writable=True, workdir=self.work_dir,
+                             name=f"container {self.name} ({self.short_id})")
             self._fs = UnionFS(lowers=lowers, upper=upper, umask=self.umask)
         return self._fs
 
@@ -878,6 +875,11 @@ class ContainerStore:
         built-in library), reserve a unique name, make the upper and work directories,
         set up the mounts (creating named and anonymous volumes and pre-filling empty ones
         from the image), and record the container as ``created``."""
+        # the lease keeps fsck --repair from taking the directory made before the record
+        with self.store.lease("create"):
+            return self._create(image_ref, options)
+
+    def _create(self, image_ref: str, options: CreateOptions | None) -> Container:
         opts = options or CreateOptions()
         store = self.store
         image = self._resolve_image(image_ref)
@@ -944,12 +946,15 @@ class ContainerStore:
                 "state": {"status": "created", "started_at": ZERO_TIME,
                           "finished_at": ZERO_TIME, "exit_code": 0, "pid": 0},
             }
-            self._insert(record, opts.name)
+            # record and pin in one state write: a kill between them would leave a
+            # container whose image gc may delete
+            with store.transaction():
+                self._insert(record, opts.name)
+                store.pin(cid, image)
         except BaseException:
             shutil.rmtree(os.path.join(self.root, cid), ignore_errors=True)
             raise
         try:
-            store.pin(cid, image)
             container = self.get(cid)
             self._prepare_mounts(container)
         except BaseException:

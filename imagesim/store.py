@@ -42,7 +42,7 @@ from typing import Any
 
 import msgpack
 
-from . import oci
+from . import faults, oci
 from .blobs import FileBlobStore
 from .digest import Digest
 from .errors import (
@@ -62,6 +62,24 @@ _log = logging.getLogger("imagesim.store")
 _HEX_PREFIX = re.compile(r"^(?:sha256:)?([a-f0-9]{1,64})$")
 #: a lease older than this is taken to belong to a dead process
 LEASE_TTL = 6 * 3600.0
+
+
+def _lease_live(lease: dict[str, Any], now: float) -> bool:
+    """A lease still protects its blobs: younger than ``LEASE_TTL`` and its process alive.
+    A writer killed with SIGKILL never drops its lease; without the pid check its blobs and
+    temporaries would escape gc and fsck for hours."""
+    if now - float(lease["t"]) >= LEASE_TTL:
+        return False
+    pid = lease.get("pid")
+    if not isinstance(pid, int) or pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, owned by someone else
+    return True
 
 
 def default_root() -> str:
@@ -137,6 +155,7 @@ class Store:
         self._lock_fd: int | None = None
         self._images: dict[Digest, Image] = {}
         self._tx: dict[str, Any] | None = None
+        self._after_commit: list[Callable[[], None]] = []
 
     def __repr__(self) -> str:
         return f"Store({self.root!r})"
@@ -190,12 +209,20 @@ class Store:
         state["v"] = STATE_VERSION
         data = msgpack.packb(state, use_bin_type=True)
         tmp = os.path.join(self.root, f".state.{os.getpid()}.{uuid.uuid4().hex}")
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            if self.fsync:
-                os.fsync(f.fileno())
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                if self.fsync:
+                    os.fsync(f.fileno())
+        except BaseException:
+            # a full disk: the old document stays; drop the partial new one
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        faults.point("state.write")
         os.replace(tmp, self.state_path)
+        faults.point("state.written")
         if self.fsync:
             fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
             try:
@@ -213,13 +240,28 @@ class Store:
                 return
             state = self._read_state()
             self._tx = state
+            self._after_commit = []
             try:
                 yield state
             except BaseException:
                 self._tx = None
+                self._after_commit = []
                 raise
             self._tx = None
             self._write_state(state)
+            # deletions wait until the state no longer names what they delete (a crash
+            # before this point leaves garbage, never a record whose files are gone), and
+            # run under the lock (no other process can start using them meanwhile)
+            pending, self._after_commit = self._after_commit, []
+            for action in pending:
+                action()
+
+    def _on_commit(self, action: Callable[[], None]) -> None:
+        """Run ``action`` once the current transaction's state is written (now, if none)."""
+        if self._tx is not None:
+            self._after_commit.append(action)
+        else:
+            action()
 
     def state_get(self, namespace: str, default: Any = None) -> Any:
         """A module's own record in the state document (``default`` when it has none).
@@ -254,6 +296,23 @@ class Store:
         finally:
             with self.transaction() as state:
                 state["leases"].pop(lease_id, None)
+
+    def discard_unused(self, digests: Iterable[Digest], *, lease: str | None = None
+                       ) -> list[Digest]:
+        """After a failed pull: remove those of ``digests`` (blobs this writer added) that
+        no image uses, so a full disk is not left full of a download nobody can use. Kept
+        when any other writer holds a live lease (it may be about to use them: gc takes
+        them later). Needs no state write, so it works on a full disk. Returns what went."""
+        with self.locked():
+            state = self._read_state()
+            now = time.time()
+            if any(_lease_live(x, now) for lid, x in state["leases"].items() if lid != lease):
+                return []
+            keep, _ = self._referenced(state)
+            gone = [d for d in digests if d not in keep and d in self.blobs]
+            for d in gone:
+                self.blobs.delete(d)
+        return gone
 
     # -- images ----------------------------------------------------------------------------
 
@@ -471,6 +530,9 @@ class Store:
         ``resolve``."""
         img = image if isinstance(image, Image) else self.resolve(str(image))
         with self.transaction() as state:
+            # an rmi may have run between resolve and this lock: never pin a deleted image
+            if str(img.digest) not in state["images"]:
+                raise ImageNotFound(f"No such image: {image}")
             held = state["pins"].setdefault(holder, [])
             if str(img.digest) not in held:
                 held.append(str(img.digest))
@@ -587,9 +649,9 @@ class Store:
         with self.transaction() as state:
             now = time.time()
             live = [lease["t"] for lease in state["leases"].values()
-                    if now - float(lease["t"]) < LEASE_TTL]
+                    if _lease_live(lease, now)]
             for lid, lease in list(state["leases"].items()):
-                if now - float(lease["t"]) >= LEASE_TTL:
+                if not _lease_live(lease, now):
                     del state["leases"][lid]
             return self._collect(state, grace_start=min(live) if live else None, remove=True)
 
@@ -633,7 +695,10 @@ class Store:
             with contextlib.suppress(FileNotFoundError):
                 reclaimed += os.lstat(self.blobs.path(d)).st_size
             if remove:
-                self.blobs.delete(d)
+                def drop_blob(d: Digest = d) -> None:
+                    faults.point("gc.delete")
+                    self.blobs.delete(d)
+                self._on_commit(drop_blob)
             gone_blobs.append(d)
         for name in sorted(os.listdir(self.layers_root)):
             if not re.fullmatch(r"[a-f0-9]{64}", name):
@@ -646,7 +711,11 @@ class Store:
             reclaimed += int(rec.get("size", 0)) if rec else 0
             if remove:
                 state["layers"].pop(str(d), None)
-                _rmtree(path, self.tmp_dir)
+
+                def drop_layer(path: str = path) -> None:
+                    faults.point("gc.delete")
+                    _rmtree(path, self.tmp_dir)
+                self._on_commit(drop_layer)
             gone_layers.append(d)
         return GcResult(tuple(gone_blobs), tuple(gone_layers), reclaimed)
 
@@ -726,7 +795,10 @@ class Store:
         img = image if isinstance(image, Image) else self.resolve(image)
         n = len(img.diff_ids)
         # named for traces and "which": layer 1 is the base, counted upwards
-        return [DirLayer(self.layer_dir(d), name=f"layer {n - i} ({d.hex[:12]})")
+        # the index caches of the store's layers live with the store, not in ~/.cache
+        cache_dir = os.path.join(self.root, "cache", "index")
+        return [DirLayer(self.layer_dir(d), name=f"layer {n - i} ({d.hex[:12]})",
+                         cache_dir=cache_dir)
                 for i, d in enumerate(reversed(img.diff_ids))]
 
     def lower_dirs(self, image: Image | str) -> list[str]:
@@ -781,7 +853,7 @@ def _fsck(store: Store, repair: bool, deep: bool) -> FsckReport:
 
     with store.transaction() as state:
         live_leases = [lease for lease in state["leases"].values()
-                       if time.time() - float(lease["t"]) < LEASE_TTL]
+                       if _lease_live(lease, time.time())]
         corrupt: set[Digest] = set()
         for d in list(store.blobs):
             rep.blobs += 1
@@ -835,6 +907,12 @@ def _fsck(store: Store, repair: bool, deep: bool) -> FsckReport:
             for key in keys:
                 if key not in state["images"]:
                     problem(f"{holder[:12]} pins {key}, which is not an image")
+        _fsck_containers(store, state, problem, check_orphans=not live_leases)
+        for lid, lease in list(state["leases"].items()):
+            if not _lease_live(lease, time.time()):
+                problem(f"stale lease {lid[:12]} ({lease.get('what', '')}, pid "
+                        f"{lease.get('pid')}): its process is gone",
+                        lambda lid=lid: state["leases"].pop(lid, None))
         for key, rec in list(state["layers"].items()):
             rep.layers += 1
             d = Digest.parse(key)
@@ -853,6 +931,12 @@ def _fsck(store: Store, repair: bool, deep: bool) -> FsckReport:
                                 _layers.unpack(f, store.layer_dir(d), tmp_dir=store.tmp_dir,
                                                expected_diff_id=d)
                         problem(f"layer {d.hex[:12]} differs from its blob: {diff}", redo)
+        for name in os.listdir(store.root):
+            # a state document's temporary: its writer died (a live one holds this lock)
+            if name.startswith(".state."):
+                path = os.path.join(store.root, name)
+                problem(f"left-over temporary {name}",
+                        lambda path=path: os.unlink(path))
         if not live_leases:
             for name in os.listdir(store.tmp_dir):
                 path = os.path.join(store.tmp_dir, name)
@@ -865,6 +949,41 @@ def _fsck(store: Store, repair: bool, deep: bool) -> FsckReport:
                     "unreferenced layers (garbage)",
                     lambda: store._collect(state, grace_start=None, remove=True))
     return rep
+
+
+def _fsck_containers(store: Store, state: dict[str, Any],
+                     problem: Callable[[str, Callable[[], None] | None], None], *,
+                     check_orphans: bool) -> None:
+    """Container records (namespace ``containers``) against their directories and pins:
+    a record whose image pin is missing is re-pinned (else gc could delete its image); a pin
+    held by a container id with no record is dropped; a container directory without a
+    record (a create or rm killed half-way) is removed, but only while no writer holds a
+    lease (a create in progress makes its directory before its record)."""
+    records = state["ns"].get("containers") or {}
+    root = os.path.join(store.root, "containers")
+    for cid, rec in list(records.items()):
+        key = rec.get("image_digest") if isinstance(rec, dict) else None
+        if not os.path.isdir(os.path.join(root, cid)):
+            problem(f"container {cid[:12]}: its directory is missing", None)
+        if key and key not in state["pins"].get(cid, []):
+            if key in state["images"]:
+                problem(f"container {cid[:12]} does not pin its image {key}",
+                        lambda cid=cid, key=key: state["pins"].setdefault(cid, []).append(key))
+            else:
+                problem(f"container {cid[:12]}: its image {key} is missing", None)
+    for holder in list(state["pins"]):
+        if re.fullmatch(r"[a-f0-9]{64}", holder) and holder not in records:
+            problem(f"pin held by container {holder[:12]}, which has no record",
+                    lambda holder=holder: state["pins"].pop(holder, None))
+    if not check_orphans or not os.path.isdir(root):
+        return
+    for name in sorted(os.listdir(root)):
+        if name in records:
+            continue
+        path = os.path.join(root, name)
+        if re.fullmatch(r"[a-f0-9]{64}", name) or name.startswith(".trash-"):
+            problem(f"container directory {name[:20]} has no record (left by a killed "
+                    "create or rm)", lambda path=path: _rmtree(path, store.tmp_dir))
 
 
 def _compare_layer(store: Store, blob: Digest, directory: str) -> str:

@@ -543,6 +543,8 @@ def _fill_memory(node: _MNode, source: Layer, source_path: str) -> None:
 _KINDS = list(Kind)
 _KIND_CODE = {k: i for i, k in enumerate(_KINDS)}
 _INDEX_VERSION = 2
+#: layers with fewer entries than this are indexed by a walk every time, never cached
+CACHE_MIN_ENTRIES = 2000
 
 
 def _default_cache_dir() -> str:
@@ -659,7 +661,9 @@ class DirLayer:
         self._scan("/", self.root, raw, children, dirs)
         self._raw, self._children = raw, children
         self.index_source = "scan"
-        if cache_file is not None:
+        # A small layer scans in milliseconds; caching it would only litter the cache dir
+        # with files for short-lived directories (temporary layers, tests).
+        if cache_file is not None and len(raw) >= CACHE_MIN_ENTRIES:
             blobs = {d: msgpack.packb([[n, raw[join(d, n)]] for n in names], use_bin_type=True)
                      for d, names in children.items()}
             doc = {"v": _INDEX_VERSION, "root": self.root, "dirs": dirs,

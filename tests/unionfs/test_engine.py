@@ -390,7 +390,22 @@ def test_read_only_union_never_writes(tmp_path):
     assert info.value.errno == errno.EROFS
 
 
-def test_index_cache_on_disk(tmp_path):
+def test_small_layers_are_not_cached(tmp_path):
+    root = tmp_path / "lower"
+    from stacks import write_dir
+
+    write_dir(str(root), BOTTOM)
+    cache = tmp_path / "cache"
+    a = DirLayer(root, cache_dir=cache)
+    b = DirLayer(root, cache_dir=cache)
+    assert (a.index_source, b.index_source) == ("scan", "scan")
+    assert not cache.exists() or list(cache.iterdir()) == []
+
+
+def test_index_cache_on_disk(tmp_path, monkeypatch):
+    import unionfs.layer as layer_mod
+
+    monkeypatch.setattr(layer_mod, "CACHE_MIN_ENTRIES", 0)  # BOTTOM is a small tree
     root = tmp_path / "lower"
     from stacks import write_dir
 
