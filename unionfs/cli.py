@@ -102,6 +102,31 @@ def which(as_json: bool, path: str) -> int:
     return 0
 
 
+@cli.command("diff")
+@click.argument("upperdir", type=click.Path(exists=True, file_okay=False))
+@click.option("--lowerdir", metavar="L1:L2", default="",
+              help="The lower layers, top-most first: tells added (A) from changed (C).")
+@click.option("--width", type=int, default=None,
+              help="Total width of the three columns (default: the terminal's).")
+def diff(upperdir: str, lowerdir: str, width: int | None) -> None:
+    """Show an overlayfs upper dir three ways side by side: as overlayfs keeps it on disk
+    (char-device whiteouts, overlay xattrs), as the OCI layer tar a commit would write
+    (`.wh.` names) and as `docker diff` lines. Nothing is written.
+
+    Without --lowerdir an entry that is not a deletion shows as `?` in the docker diff
+    column: only the lower layers can tell whether it was added or changed.
+    """
+    import shutil
+
+    from .upperview import format_side_by_side, upper_view
+
+    lowers = [p for p in lowerdir.split(":") if p]
+    view = upper_view(upperdir, lowers)
+    cols = width or shutil.get_terminal_size((120, 24)).columns
+    for line in format_side_by_side(view, cols):
+        click.echo(line)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command line; return its exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
