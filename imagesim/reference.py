@@ -155,7 +155,10 @@ class Reference:
         """The name as docker prints it: ``ubuntu``, ``billygoo/tomcat8-jdk8``,
         ``127.0.0.1:5000/zzyyubuntu``."""
         if self.domain == DEFAULT_DOMAIN:
-            return self.path.removeprefix(OFFICIAL_REPO_PREFIX)
+            rest = self.path.removeprefix(OFFICIAL_REPO_PREFIX)
+            # docker drops "library/" only for a one-component rest: library/a/b stays whole,
+            # or it would name the repository a/b
+            return rest if "/" not in rest else self.path
         return self.name
 
     @property

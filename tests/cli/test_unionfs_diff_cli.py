@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from conftest import need_root
+from tests.conftest import need_root
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
