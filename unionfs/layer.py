@@ -599,6 +599,8 @@ class DirLayer:
         self._children: dict[str, list[str]] | None = None
         self._entries: dict[str, Entry] = {}
         self._blobs: dict[str, bytes] = {}
+        #: origin handles of a read-only layer's files (kernel index names), by path
+        self._handles: dict[str, _wh.OriginHandle | None] = {}
         self.index_source = "live"
         if not writable:
             self._load_index(cache, cache_dir)
@@ -1084,6 +1086,59 @@ class DirLayer:
         with contextlib.suppress(OSError):
             _wh.write_private(self._index_path(key), "unionfs.links",
                               f"{value[0]},{value[1]}".encode(), fmt)
+
+    # -- the index kernel overlayfs keeps (index=on): entries named by lower file handles
+    def origin_handle(self, path: str) -> _wh.OriginHandle | None:
+        """The overlayfs origin handle of ``path`` in this layer (``name_to_handle_at``), or
+        None where the filesystem has none. Cached for a read-only layer (it never
+        changes)."""
+        if self.writable:
+            return _wh.origin_handle(self._host(path))
+        with self._lock:
+            if path not in self._handles:
+                self._handles[path] = _wh.origin_handle(self._host(path))
+            return self._handles[path]
+
+    def _index_dir(self) -> str:
+        if self._workdir is None:
+            parent, base = os.path.split(self.root)
+            self._workdir = os.path.join(parent, f".{base}.unionfs-work")
+        return os.path.join(self._workdir, "index")
+
+    def index_find_origin(self, handle: _wh.OriginHandle) -> str | None:
+        """The name of the kernel's index entry for the lower file ``handle`` names, if the
+        work directory holds one (reads only)."""
+        d = self._index_dir()
+        for name in handle.index_names():
+            if os.path.lexists(os.path.join(d, name)):
+                return name
+        if handle.uuid is None:  # this kernel cannot tell the uuid: match any
+            try:
+                return next((n for n in sorted(os.listdir(d)) if handle.matches(n)), None)
+            except OSError:
+                return None
+        return None
+
+    def nlink_record(self, path: str) -> tuple[str, str, int] | None:
+        """The kernel's ``overlay.nlink`` record of the upper object ``path`` (see
+        ``whiteout.read_nlink``)."""
+        return self._call(path, _wh.read_nlink, self._host(path))
+
+    def index_nlink_record(self, key: str) -> tuple[str, str, int] | None:
+        """The kernel's ``overlay.nlink`` record of the index entry ``key``."""
+        return self._call(key, _wh.read_nlink, os.path.join(self._index_dir(), key))
+
+    def index_set_nlink_record(self, key: str, base: str, diff: int) -> None:
+        """Rewrite the kernel's ``overlay.nlink`` record of the index entry ``key`` (in the
+        xattr namespace it already uses, else in this layer's)."""
+        host = os.path.join(self._index_dir(), key)
+        rec = _wh.read_nlink(host)
+        if rec is not None:
+            name = rec[0]
+        else:
+            name = (self.format.xattr_prefix or (
+                _wh.TRUSTED if os.geteuid() == 0 else _wh.USER)) + _wh.NLINK_SUFFIX
+        _wh.write_nlink(host, name, base, diff)
 
 
 def _pack(e: Entry) -> list:

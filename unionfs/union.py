@@ -125,6 +125,27 @@ def _compose_ino(fsid: int, ino: int) -> int:
     return (fsid << _INO_BITS) | ino
 
 
+def _is_kernel_key(key: str) -> bool:
+    """An index key that names an entry kernel overlayfs made (hex of a file handle), not
+    one of the engine's own (``<layer>-<inode>``)."""
+    return "-" not in key
+
+
+def _kernel_nlink(real: int, record: tuple[str, str, int] | None,
+                  lower_nlink: int | None) -> int:
+    """The kernel's ``ovl_get_nlink``: the union nlink of an indexed inode from its
+    ``overlay.nlink`` record (``"U%+d"``: relative to the upper inode's nlink ``real``,
+    ``"L%+d"``: to the lower file's ``lower_nlink``); ``real`` when the record is absent,
+    unreadable or gives no positive count."""
+    if record is None:
+        return real
+    _, base, diff = record
+    ref = real if base == "U" else lower_nlink
+    if ref is None or ref + diff <= 0:
+        return real
+    return ref + diff
+
+
 # --------------------------------------------------------------------------- values
 
 
@@ -651,6 +672,12 @@ class UnionFS:
             key = self._index_key(node)
             if key is not None and self.upper.index_lookup(key):
                 node.alias = self._index_entry(key)
+                if node.alias is not None and \
+                        node.alias.kind is not lower.top.kind:  # type: ignore[union-attr]
+                    # a whiteout or wrong-typed index entry: the kernel's ovl_lookup_index
+                    # answers EIO (such entries only appear with nfs_export=on)
+                    raise UnionFSError(cpath, "index entry of another file type",
+                                       errno.EIO)
         return node
 
     def _walk(self, path: str, follow: bool = True) -> _Node:
@@ -744,17 +771,41 @@ class UnionFS:
                 i, _, le = node.lower.stack[0]
                 return _compose_ino(i + 1, le.ino)
             return _compose_ino(0, node.upper.ino)
+        if node.alias is not None:
+            # index=on: a lower name of a copied-up group is the indexed inode, numbered as
+            # the group's upper names are
+            return self._upper_ino(node.alias)
         i, _, le = node.lower.stack[0]  # type: ignore[union-attr]
         return _compose_ino(i + 1, le.ino)
 
+    def _upper_ino(self, e: Entry) -> int:
+        if e.origin_ino is not None:
+            return e.origin_ino
+        mapped = self._ino_map.get(e.ino)
+        return mapped if mapped is not None else _compose_ino(0, e.ino)
+
     def _index_key(self, node: _Node) -> str | None:
-        """The hard-link group of a lower non-directory with several links (index=on)."""
+        """The hard-link group of a lower non-directory with several links (index=on): the
+        name of the kernel's index entry for it when kernel overlayfs copied the group up
+        into this work directory, else the engine's own key ``<layer>-<inode>``."""
         if not self.index or node.lower is None or self.upper is None:
             return None
-        i, _, le = node.lower.stack[0]
+        i, lpath, le = node.lower.stack[0]
         if le.kind is Kind.DIR or le.nlink <= 1:
             return None
-        return f"{i}-{le.ino}"
+        kernel = self._kernel_index_key(i, lpath)
+        return kernel if kernel is not None else f"{i}-{le.ino}"
+
+    def _kernel_index_key(self, i: int, lpath: str) -> str | None:
+        """The kernel's index entry of the file ``lpath`` of lower ``i``, if one exists: the
+        kernel names it by the hex of the lower file's handle (``ovl_lookup_index``), so
+        every name of the group, in whichever lower directory, finds it."""
+        handle_of = getattr(self.lowers[i], "origin_handle", None)
+        find = getattr(self.upper, "index_find_origin", None)
+        if handle_of is None or find is None:
+            return None
+        handle = handle_of(lpath)
+        return find(handle) if handle is not None else None
 
     def _upper_index_key(self, node: _Node) -> str | None:
         """The index key of an upper non-directory copied up through the index."""
@@ -775,16 +826,34 @@ class UnionFS:
             key = self._upper_index_key(node) if node.upper is not None else \
                 self._index_key(node)
             if key is not None and self.upper.index_lookup(key):
-                return self._index_nlink(key)
+                return self._index_nlink(
+                    key, node.lower.stack[0][2].nlink if node.lower is not None else None)
+            record = getattr(self.upper, "nlink_record", None)
+            if node.upper is not None and e.nlink > 1 and e.origin_ino is None and \
+                    record is not None:
+                # a hard link the kernel copied up through its index (an indexed inode has
+                # the index entry and a name, so two links at least)
+                return _kernel_nlink(e.nlink, record(node.path), None)
         return e.nlink
 
-    def _index_nlink(self, key: str) -> int:
-        """overlayfs nlink of an indexed hard-link group: its upper links (the index entry
-        itself excluded) plus the lower links not yet copied up or removed."""
+    def _index_nlink(self, key: str, lower_nlink: int | None = None) -> int:
+        """overlayfs nlink of an indexed hard-link group. The engine's index: its upper links
+        (the index entry itself excluded) plus the lower links not yet copied up or removed.
+        The kernel's: as its ``overlay.nlink`` record says (``lower_nlink``: the lower
+        file's, for an ``L`` record)."""
+        if _is_kernel_key(key):
+            return _kernel_nlink(self.upper.index_nlink(key),
+                                 self.upper.index_nlink_record(key), lower_nlink)
         lower_nlink, consumed = self.upper.index_get_count(key)
         return max(1, self.upper.index_nlink(key) - 1 + lower_nlink - consumed)
 
-    def _index_consume(self, key: str) -> None:
+    def _index_consume(self, key: str, before: int) -> None:
+        """A lower name of the group ``key`` was linked up to its index entry: the union
+        nlink stays ``before``."""
+        if _is_kernel_key(key):
+            # the kernel's ovl_link_up: the record is rewritten relative to the upper nlink
+            self.upper.index_set_nlink_record(key, "U", before - self.upper.index_nlink(key))
+            return
         lower_nlink, consumed = self.upper.index_get_count(key)
         self.upper.index_set_count(key, (lower_nlink, consumed + 1))
 
@@ -1122,8 +1191,9 @@ class UnionFS:
         layer = self.lowers[i]
         key = self._index_key(node)
         if key is not None and self.upper.index_lookup(key):
+            before = self._nlink(node)
             self.upper.index_link(key, node.path)
-            self._index_consume(key)
+            self._index_consume(key, before)
             self._emit(EventKind.COPY_UP, node.path, layer.name,
                        "hard link to an already copied-up file (index=on)")
             return self._walk(node.path, follow=False)
@@ -1433,7 +1503,8 @@ class UnionFS:
                         self.upper.set_metacopy(node.path, False)
                 return self.upper.open_write(node.path, truncate=trunc, append=append,
                                              readable=acc == os.O_RDWR), node.path
-            if node.upper is None:
+            if node.upper is None and not (node.alias is not None and node.alias.metacopy):
+                # (a metacopy index entry, which only the kernel makes, has its data below)
                 key = self._index_key(node)
                 if key is not None and self.upper.index_lookup(key):
                     return self.upper.index_open(key), node.path

@@ -44,6 +44,7 @@ import enum
 import errno
 import os
 import stat
+import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -471,6 +472,152 @@ def default_format(dirpath: str | os.PathLike) -> Format:
         raise from_oserror(e, os.fspath(dirpath)) from None
 
 
+# ---------------------------------------------------------------------------------------------
+# the kernel's origin file handles, index names and nlink records (index=on)
+# ---------------------------------------------------------------------------------------------
+#
+# With index=on, kernel overlayfs copies a lower hard link up into ``<workdir>/index/<name>``,
+# where ``name`` is the hex of the lower file's handle encoded as ``struct ovl_fb``
+# (fs/overlayfs/overlayfs.h): version 0, magic 0xfb, total length, flags (bit 0: big-endian
+# host), the handle type of exportfs, the 16-byte uuid of the lower filesystem (the null uuid
+# when mounted with ``uuid=off``) and the handle itself, exactly what ``name_to_handle_at(2)``
+# returns. The same bytes are the ``overlay.origin`` xattr of the copied-up file. The union
+# nlink of such a group is kept in ``overlay.nlink`` as ``"U%+d"`` (relative to the upper
+# inode's nlink) or ``"L%+d"`` (relative to the lower's), see ovl_get_nlink().
+
+OVL_FH_VERSION = 0
+OVL_FH_MAGIC = 0xFB
+_OVL_FH_FLAG_BIG_ENDIAN = 1
+#: version, magic, len, flags, type, uuid
+_OVL_FB_HEADER = 5 + 16
+_NULL_UUID = bytes(16)
+_MAX_HANDLE_SZ = 128
+_AT_FDCWD = -100
+#: FS_IOC_GETFSUUID = _IOR(0x15, 0, struct fsuuid2 {u8 len; u8 uuid[16];}), Linux >= 6.5
+_FS_IOC_GETFSUUID = 0x80111500
+NLINK_SUFFIX = "nlink"
+
+
+@dataclass(frozen=True, slots=True)
+class OriginHandle:
+    """A lower file's handle as overlayfs records it: ``handle_type`` and ``fid`` from
+    ``name_to_handle_at(2)``, ``uuid`` of its filesystem (``None`` when this kernel cannot
+    tell it: ``FS_IOC_GETFSUUID`` is Linux >= 6.5)."""
+
+    handle_type: int
+    fid: bytes
+    uuid: bytes | None
+
+    def encode(self, uuid: bytes) -> bytes:
+        """The ``struct ovl_fb`` bytes with ``uuid`` (the ``overlay.origin`` value)."""
+        flags = _OVL_FH_FLAG_BIG_ENDIAN if sys.byteorder == "big" else 0
+        return bytes((OVL_FH_VERSION, OVL_FH_MAGIC, _OVL_FB_HEADER + len(self.fid), flags,
+                      self.handle_type)) + uuid + self.fid
+
+    def index_names(self) -> tuple[str, ...]:
+        """The names the kernel may have given this file's index entry: with the
+        filesystem's uuid (``uuid=on``/``auto``/``null``) or the null uuid (``uuid=off``)."""
+        uuids = [u for u in (self.uuid, _NULL_UUID) if u is not None]
+        return tuple(dict.fromkeys(self.encode(u).hex() for u in uuids))
+
+    def matches(self, name: str) -> bool:
+        """True when ``name`` is an index name of this handle with any uuid (for kernels
+        that cannot report the filesystem's uuid)."""
+        try:
+            raw = bytes.fromhex(name)
+        except ValueError:
+            return False
+        mine = self.encode(_NULL_UUID)
+        return len(raw) == len(mine) and raw[:5] == mine[:5] and \
+            raw[_OVL_FB_HEADER:] == self.fid
+
+
+_libc_fn = None
+
+
+def _name_to_handle_at():
+    global _libc_fn
+    if _libc_fn is None:
+        import ctypes
+
+        try:
+            fn = ctypes.CDLL(None, use_errno=True).name_to_handle_at
+        except (OSError, AttributeError):
+            fn = False
+        else:
+            fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p,
+                           ctypes.POINTER(ctypes.c_int), ctypes.c_int]
+            fn.restype = ctypes.c_int
+        _libc_fn = fn
+    return _libc_fn or None
+
+
+def _fs_uuid(dirpath: str) -> bytes | None:
+    """The 16-byte ``s_uuid`` of the filesystem holding ``dirpath``, or None when the kernel
+    cannot report it."""
+    import fcntl
+
+    try:
+        fd = os.open(dirpath, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        buf = bytearray(17)
+        fcntl.ioctl(fd, _FS_IOC_GETFSUUID, buf)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    n = min(buf[0], 16)
+    return bytes(buf[1:1 + n]).ljust(16, b"\0")
+
+
+def origin_handle(host: str) -> OriginHandle | None:
+    """The overlayfs origin handle of the host object ``host`` (not following a symlink), or
+    None when its filesystem cannot encode file handles (then the kernel keeps no index for
+    it either)."""
+    import ctypes
+    import struct
+
+    fn = _name_to_handle_at()
+    if fn is None:
+        return None
+    buf = ctypes.create_string_buffer(8 + _MAX_HANDLE_SZ)
+    struct.pack_into("=Ii", buf, 0, _MAX_HANDLE_SZ, 0)
+    mount_id = ctypes.c_int()
+    if fn(_AT_FDCWD, os.fsencode(host), buf, ctypes.byref(mount_id), 0) != 0:
+        return None
+    nbytes, htype = struct.unpack_from("=Ii", buf, 0)
+    if not 0 <= htype < 0xFF or nbytes > _MAX_HANDLE_SZ:
+        return None  # FILEID_INVALID, or a type the one-byte ovl_fb field cannot hold
+    return OriginHandle(htype, buf.raw[8:8 + nbytes], _fs_uuid(os.path.dirname(host) or "."))
+
+
+def read_nlink(path: str) -> tuple[str, str, int] | None:
+    """The kernel's ``overlay.nlink`` record of the host object ``path``:
+    ``(xattr name, "U" or "L", difference)``, or None when absent or malformed (the kernel
+    then falls back to the real nlink)."""
+    for prefix in (TRUSTED, USER):
+        v = _getxattr(path, prefix + NLINK_SUFFIX)
+        if v is None:
+            continue
+        if v[:1] not in (b"U", b"L") or v[1:2] not in (b"+", b"-"):
+            return None
+        try:
+            return prefix + NLINK_SUFFIX, v[:1].decode(), int(v[1:].decode("ascii"))
+        except ValueError:
+            return None
+    return None
+
+
+def write_nlink(path: str, name: str, base: str, diff: int) -> None:
+    """Write the kernel's ``overlay.nlink`` record (``name`` from ``read_nlink``)."""
+    try:
+        os.setxattr(path, name, f"{base}{diff:+d}".encode(), follow_symlinks=False)
+    except OSError as e:
+        raise from_oserror(e, path) from None
+
+
 __all__ = [
     "ESCAPED_PREFIXES",
     "FUSE_OVERLAYFS_OPAQUE",
@@ -483,6 +630,7 @@ __all__ = [
     "WH_PREFIX",
     "Format",
     "Marks",
+    "OriginHandle",
     "ScanItem",
     "default_format",
     "dir_has_opaque_marker",
@@ -494,13 +642,16 @@ __all__ = [
     "is_reserved_name",
     "is_xattr_whiteout",
     "marks_from_private",
+    "origin_handle",
     "read_marks",
+    "read_nlink",
     "read_xattrs",
     "remove_whiteout",
     "scan_dir",
     "unescape_xattr",
     "whiteout_target",
     "write_metacopy",
+    "write_nlink",
     "write_opaque",
     "write_private",
     "write_redirect",

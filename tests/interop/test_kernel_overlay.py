@@ -11,6 +11,7 @@ Every mount is undone in a ``finally`` (lazy unmount as the fallback)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import tempfile
@@ -137,10 +138,9 @@ def test_kernel_and_engine_agree(options):
 # ---------------------------------------------------------------------------------------------
 
 
-def _apply(target, model: UnionModel, steps: list[Op], kernel_upper: bool = False) -> None:
+def _apply(target, model: UnionModel, steps: list[Op]) -> None:
     for op in steps:
-        if not model.supports(op.call, *op.args) or known_engine_bug(
-                model, op, kernel_upper=kernel_upper):
+        if not model.supports(op.call, *op.args) or known_engine_bug(model, op):
             continue
         try:
             outcome(model, op)
@@ -188,7 +188,42 @@ def test_the_engine_reads_the_kernels_upper(options):
         steps = data.draw(op_sequences(stack, max_size=15), label="steps")
         with tempfile.TemporaryDirectory(prefix="unionfs-k2e-") as base:
             with kernel_overlay(stack, base, **options) as (kernel, dirs):
-                _apply(kernel, UnionModel(stack, **options), steps, kernel_upper=True)
+                _apply(kernel, UnionModel(stack, **options), steps)
+                seen_kernel = snapshot(kernel, HIDDEN)
+            engine = EngineTarget(UnionFS(lowers=[DirLayer(d, cache=False) for d in dirs.lowers],
+                                          upper=DirLayer(dirs.upper, writable=True),
+                                          workdir=dirs.work, **options))
+            assert diff_snapshots(seen_kernel, snapshot(engine, HIDDEN)) == []
+
+    check()
+
+
+def _hard_link_stack() -> StackSpec:
+    # lower hard-link groups in one layer and across directories, in two lowers
+    from unionfs.testing.model import Dir, File, HardLink, LayerSpec
+    return StackSpec((LayerSpec.of({"/a": Dir(), "/a/a": File(b""), "/b": HardLink("/a/a"),
+                                    "/a/c": File(b"c"), "/c": HardLink("/a/c"),
+                                    "/d": HardLink("/a/c")}),
+                      LayerSpec.of({"/a": Dir(), "/e": File(b"e"), "/a/e": HardLink("/e")})))
+
+
+@pytest.mark.parametrize("options", [{"index": True}, {"redirect_dir": True, "index": True}],
+                         ids=["index", "redirect+index"])
+def test_the_engine_reads_the_kernels_index(options):
+    # KIT-8: generated steps on lower hard links (about half the runs make the kernel copy
+    # one up into its index); the engine, given the kernel's work dir, sees what it saw
+    from unionfs.layer import DirLayer
+    from unionfs.union import UnionFS
+
+    stack = _hard_link_stack()
+
+    @FEW
+    @given(data=st.data())
+    def check(data):
+        steps = data.draw(op_sequences(stack, max_size=15), label="steps")
+        with tempfile.TemporaryDirectory(prefix="unionfs-k2e-index-") as base:
+            with kernel_overlay(stack, base, **options) as (kernel, dirs):
+                _apply(kernel, UnionModel(stack, **options), steps)
                 seen_kernel = snapshot(kernel, HIDDEN)
             engine = EngineTarget(UnionFS(lowers=[DirLayer(d, cache=False) for d in dirs.lowers],
                                           upper=DirLayer(dirs.upper, writable=True),
@@ -248,18 +283,121 @@ def test_a_scripted_upper_reads_the_same_both_ways(direction):
         assert diff_snapshots(expected, seen) == []
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug KIT-8: the kernel's index=on index is not read")
-def test_kit8_engine_reads_kernel_index():
+# ---------------------------------------------------------------------------------------------
+# KIT-8: the index kernel overlayfs keeps with index=on, read and extended by the engine
+# ---------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _kit8_base(fs: str):
+    """A temp dir on the test machine's disk, or on a fresh tmpfs (a filesystem whose uuid is
+    not null, so the kernel's index names carry it)."""
+    with tempfile.TemporaryDirectory(prefix="unionfs-kit8-") as base:
+        if fs == "tmpfs":
+            subprocess.run(["mount", "-t", "tmpfs", "tmpfs", base], check=True)
+        try:
+            yield base
+        finally:
+            if fs == "tmpfs":
+                unmount(base)
+
+
+def _kit8_mount(base: str, upper: str, work: str, extra: str = "") -> str:
+    merged = f"{base}/merged"
+    os.makedirs(merged, exist_ok=True)
+    opts = f"lowerdir={base}/lower,upperdir={upper},workdir={work},index=on{extra}"
+    subprocess.run(["mount", "-t", "overlay", "overlay", "-o", opts, merged], check=True,
+                   capture_output=True)
+    return merged
+
+
+def _kit8_lower(base: str) -> None:
+    # /a/a and /b: one lower hard-link group; /c and /d/c: another, never copied up
+    os.makedirs(f"{base}/lower/a")
+    os.makedirs(f"{base}/lower/d")
+    open(f"{base}/lower/a/a", "wb").close()
+    os.link(f"{base}/lower/a/a", f"{base}/lower/b")
+    with open(f"{base}/lower/c", "wb") as f:
+        f.write(b"c")
+    os.link(f"{base}/lower/c", f"{base}/lower/d/c")
+
+
+def _kit8_engine(base: str, upper: str, work: str):
     from unionfs.layer import DirLayer
-    from unionfs.testing.model import Dir, File, HardLink, LayerSpec
     from unionfs.union import UnionFS
 
-    stack = StackSpec((LayerSpec.of({"/a": Dir(), "/a/a": File(b""), "/b": HardLink("/a/a")}),))
-    with tempfile.TemporaryDirectory(prefix="unionfs-kit8-") as base:
-        with kernel_overlay(stack, base, index=True) as (kernel, dirs):
-            kernel.truncate("/a/a", 1)
+    return UnionFS(lowers=[DirLayer(f"{base}/lower", cache=False)],
+                   upper=DirLayer(upper, writable=True), workdir=work, index=True)
+
+
+@pytest.mark.parametrize(("fs", "uuid"), [("disk", ""), ("tmpfs", ""), ("tmpfs", "off")],
+                         ids=["disk", "tmpfs", "tmpfs-uuid-off"])
+def test_kit8_engine_reads_kernel_index(fs, uuid):
+    extra = f",uuid={uuid}" if uuid else ""
+    with _kit8_base(fs) as base:
+        _kit8_lower(base)
+        upper, work = f"{base}/upper", f"{base}/work"
+        os.makedirs(upper)
+        os.makedirs(work)
+        merged = _kit8_mount(base, upper, work, extra)
+        try:
+            os.truncate(f"{merged}/a/a", 1)
+            kernel = MountTarget(merged)
             assert (kernel.read_file("/b"), kernel.lstat("/b").nlink) == (b"\0", 2)
-        engine = EngineTarget(UnionFS(lowers=[DirLayer(d, cache=False) for d in dirs.lowers],
-                                      upper=DirLayer(dirs.upper, writable=True),
-                                      workdir=dirs.work, index=True))
+            seen_kernel = snapshot(kernel, HIDDEN)
+        finally:
+            unmount(merged)
+        # the kernel's index entry is named by the lower file handle it records as origin
+        (name,) = os.listdir(f"{work}/index")
+        assert os.getxattr(f"{upper}/a/a", "trusted.overlay.origin").hex() == name
+        if uuid == "off":
+            assert name[10:42] == "00" * 16  # the null uuid in place of the tmpfs one
+        fs_ = _kit8_engine(base, upper, work)
+        engine = EngineTarget(fs_)
+        assert diff_snapshots(seen_kernel, snapshot(engine, HIDDEN)) == []
         assert engine.read_file("/b") == b"\0"
+        assert fs_.lstat("/b").st_nlink == fs_.lstat("/a/a").st_nlink == 2
+        assert fs_.lstat("/b").st_ino == fs_.lstat("/a/a").st_ino
+        assert fs_.lstat("/c").st_ino != fs_.lstat("/b").st_ino  # the untouched group
+
+
+def test_kit8_kernel_and_engine_share_the_index():
+    """The kernel copies a lower hard link up into its index; the engine writes through
+    another name of it and unlinks one; a kernel mount then sees what the engine saw, and
+    the engine reads the nlink record the kernel left."""
+    with _kit8_base("tmpfs") as base:
+        _kit8_lower(base)
+        upper, work = f"{base}/upper", f"{base}/work"
+        os.makedirs(upper)
+        os.makedirs(work)
+        merged = _kit8_mount(base, upper, work)
+        try:
+            os.truncate(f"{merged}/a/a", 1)
+        finally:
+            unmount(merged)
+        fs_ = _kit8_engine(base, upper, work)
+        with fs_.open("/b", "r+b") as f:  # links /b up to the kernel's index entry
+            f.write(b"Z")
+        engine = EngineTarget(fs_)
+        assert engine.read_file("/a/a") == b"Z"
+        assert fs_.lstat("/a/a").st_nlink == fs_.lstat("/b").st_nlink == 2
+        assert os.lstat(f"{upper}/b").st_ino == os.lstat(f"{upper}/a/a").st_ino
+        seen_engine = snapshot(engine, HIDDEN)
+        merged = _kit8_mount(base, upper, work)
+        try:
+            assert diff_snapshots(seen_engine, snapshot(MountTarget(merged), HIDDEN)) == []
+            os.unlink(f"{merged}/b")  # the kernel rewrites the group's nlink record
+            assert os.lstat(f"{merged}/a/a").st_nlink == 1
+        finally:
+            unmount(merged)
+        fs_ = _kit8_engine(base, upper, work)
+        assert fs_.lstat("/a/a").st_nlink == 1
+        assert not fs_.exists("/b")
+        fs_.unlink("/a/a")  # the group's last name: the index entry is left an orphan
+        seen_engine = snapshot(EngineTarget(fs_), HIDDEN)
+        assert sorted(seen_engine) == ["/", "/a", "/c", "/d", "/d/c"]
+        merged = _kit8_mount(base, upper, work)  # the kernel accepts the orphan (and drops it)
+        try:
+            assert diff_snapshots(seen_engine, snapshot(MountTarget(merged), HIDDEN)) == []
+        finally:
+            unmount(merged)

@@ -18,7 +18,7 @@ from unionfs.layer import DirLayer
 from unionfs.union import UnionFS
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))
-from conftest import need_kernel_overlay
+from tests.conftest import need_kernel_overlay
 
 BOTTOM = {
     "/etc/passwd": b"root\n",

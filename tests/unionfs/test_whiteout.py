@@ -124,3 +124,44 @@ def test_redirect_and_metacopy_need_xattrs(tmp_path):
     with pytest.raises(OSError) as info:
         wh.write_redirect(d, "/x", wh.Format.OCI)
     assert info.value.errno == errno.EOPNOTSUPP
+
+
+def test_origin_handle_is_the_kernels_ovl_fb(tmp_path):
+    # the bytes the kernel records as overlay.origin / names its index entries by (checked
+    # against kernel overlayfs in tests/interop/test_kernel_overlay.py::test_kit8_*)
+    f = tmp_path / "f"
+    f.write_bytes(b"x")
+    os.link(f, tmp_path / "g")
+    h = wh.origin_handle(str(f))
+    if h is None:
+        pytest.skip("this filesystem encodes no file handles")
+    assert wh.origin_handle(str(tmp_path / "g")) == h  # one inode, one handle
+    assert wh.origin_handle(str(tmp_path / "missing")) is None
+    raw = h.encode(bytes(range(16)))
+    assert raw[:2] == b"\x00\xfb" and raw[2] == len(raw) == 21 + len(h.fid)
+    assert raw[4] == h.handle_type and raw[5:21] == bytes(range(16)) and raw[21:] == h.fid
+    names = h.index_names()
+    assert names[-1] == h.encode(bytes(16)).hex()  # uuid=off: the null uuid
+    assert all(h.matches(n) for n in names) and h.matches(raw.hex())
+    assert not h.matches(raw.hex()[:-2] + "ff") and not h.matches("0-12") \
+        and not h.matches("zz")
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    (b"U+0", ("U", 0)), (b"U-1", ("U", -1)), (b"L+2", ("L", 2)), (b"X+1", None),
+    (b"U1", None), (b"U+x", None)])
+def test_kernel_nlink_record(tmp_path, value, expected):
+    f = tmp_path / "f"
+    f.write_bytes(b"")
+    name = wh.USER + wh.NLINK_SUFFIX
+    try:
+        os.setxattr(f, name, value)
+    except OSError as e:
+        pytest.skip(f"no user xattrs here: {e}")
+    got = wh.read_nlink(str(f))
+    assert (got[1:] if got else None) == expected
+    if got is not None:
+        assert got[0] == name
+        wh.write_nlink(str(f), name, "U", -3)
+        assert wh.read_nlink(str(f)) == (name, "U", -3)
+        assert os.getxattr(f, name) == b"U-3"
