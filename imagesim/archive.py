@@ -34,8 +34,8 @@ from typing import Any, BinaryIO, TextIO
 
 from unionfs.entry import Entry, Kind
 
+from . import faults, oci
 from . import layers as _layers
-from . import oci
 from .digest import Digest
 from .errors import ArchiveInvalid, BlobUnknown, DigestInvalid, ImageSimError, ManifestInvalid
 from .image import Image, apply_changes, now_rfc3339
@@ -179,6 +179,7 @@ def save(store: Store, names: Iterable[str], out: BinaryIO,
                 if progress:
                     progress(len(chunk))
         out.write(b"\0" * (-size % 512))
+        faults.point("save.entry")
         total += size
     for name in ("index.json", "manifest.json", "oci-layout", "repositories"):
         if name in docs:
@@ -425,12 +426,21 @@ class _DirSource(_Source):
                 out.add(os.path.relpath(os.path.join(base, f), self.dir).replace(os.sep, "/"))
         return out
 
+    def _open(self, name: str, path: str) -> BinaryIO:
+        """Open a layout file that must be a regular file: O_NONBLOCK so a FIFO planted in
+        the layout cannot hang the load, then fstat (no check-then-open race)."""
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise ArchiveInvalid(f"{name} in the layout is not a regular file")
+        return os.fdopen(fd, "rb")
+
     def read(self, name: str) -> bytes:
         path = self._path(name)
         try:
             if os.path.getsize(path) > oci.MAX_DOCUMENT:
                 raise ArchiveInvalid(f"{name} is too large for a metadata document")
-            with open(path, "rb") as f:
+            with self._open(name, path) as f:
                 return f.read()
         except FileNotFoundError:
             raise ArchiveInvalid(f"the layout does not contain {name}") from None
@@ -440,7 +450,7 @@ class _DirSource(_Source):
         if expected is not None and expected in self.store.blobs:
             return expected
         try:
-            with open(path, "rb") as f:
+            with self._open(name, path) as f:
                 d, _ = self.store.blobs.put_stream(f, expected)
         except FileNotFoundError:
             raise ArchiveInvalid(f"the layout does not contain {name}") from None
@@ -640,6 +650,10 @@ def load(store: Store, source: str | os.PathLike | BinaryIO, out: TextIO | None 
                     src.ensure_blob(layer)
                 img = store.add_image(item.manifest, item.tags)
                 loaded.append(Loaded(img, tuple(item.tags)))
+        except RecursionError:
+            # json's C scanner recurses per nesting level: "[[[[...]]]]" gets here
+            src.discard()
+            raise ArchiveInvalid("a metadata document is nested too deeply") from None
         except BaseException:
             src.discard()
             raise

@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterator
 from typing import BinaryIO, Protocol, runtime_checkable
 
+from . import faults
 from .digest import CHUNK, Digest, Hasher
 from .errors import BlobUnknown, DigestInvalid, SizeInvalid
 
@@ -266,7 +267,9 @@ class FileBlobStore:
             return
         os.makedirs(os.path.dirname(final), exist_ok=True)
         os.chmod(tmp_path, 0o444)
+        faults.point("blob.publish")
         os.rename(tmp_path, final)
+        faults.point("blob.installed")
         if self.fsync:
             _fsync_dir(os.path.dirname(final))
 

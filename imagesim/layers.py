@@ -49,7 +49,7 @@ from unionfs import whiteout as wh
 from unionfs.entry import Entry, Kind
 from unionfs.layer import Layer, walk_layer
 
-from . import oci
+from . import faults, oci
 from .blobs import BlobWriter
 from .digest import Digest, Hasher
 from .errors import DigestInvalid, ImageSimError, LayerInvalid
@@ -876,6 +876,18 @@ def _parse_pax(data: bytes) -> dict[str, bytes]:
     return out
 
 
+def _pax_id(hdr: dict[str, bytes], key: str) -> int:
+    """A PAX ``uid``/``gid``: a decimal in 0..2**32-1, else ``LayerInvalid`` (a hostile
+    header must not surface as a ValueError or an OverflowError from chown)."""
+    try:
+        value = int(hdr[key])
+    except ValueError:
+        raise LayerInvalid(f"bad PAX {key} {hdr[key][:40]!r}") from None
+    if not 0 <= value < 1 << 32:
+        raise LayerInvalid(f"PAX {key} {value} is out of range")
+    return value
+
+
 def _pax_time(value: bytes) -> int:
     text = value.decode("ascii", "replace")
     neg = text.startswith("-")
@@ -956,8 +968,8 @@ def iter_tar(inp: _Input, limits: Limits) -> Iterator[TarEntry]:
         if "mtime" in hdr:
             mtime_ns = _pax_time(hdr["mtime"])
         atime = _pax_time(hdr["atime"]) if "atime" in hdr else None
-        uid = int(hdr["uid"]) if "uid" in hdr else _parse_octal(block[108:116], "uid")
-        gid = int(hdr["gid"]) if "gid" in hdr else _parse_octal(block[116:124], "gid")
+        uid = _pax_id(hdr, "uid") if "uid" in hdr else _parse_octal(block[108:116], "uid")
+        gid = _pax_id(hdr, "gid") if "gid" in hdr else _parse_octal(block[116:124], "gid")
         xattrs = []
         for key, value in hdr.items():
             if key.startswith("SCHILY.xattr."):
@@ -1264,6 +1276,7 @@ def unpack(stream: BinaryIO, dest: str | os.PathLike, *, tmp_dir: str | None = N
             try:
                 for entry in iter_tar(inp, limits):
                     u.apply(entry, inp)
+                    faults.point("unpack.entry")
                 inp.drain()
             except ImageSimError:
                 raise
@@ -1287,6 +1300,7 @@ def unpack(stream: BinaryIO, dest: str | os.PathLike, *, tmp_dir: str | None = N
                                 actual=str(diff_id))
         os.makedirs(parent, exist_ok=True)
         os.chmod(tmp, 0o755)
+        faults.point("unpack.rename")
         try:
             os.rename(tmp, dest)
         except OSError as e:

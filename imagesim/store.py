@@ -987,17 +987,35 @@ def _fsck_containers(store: Store, state: dict[str, Any],
 
 
 def _compare_layer(store: Store, blob: Digest, directory: str) -> str:
-    """The first difference between a layer blob's regular files and its unpacked
-    directory (name, size, content), or "" when they agree."""
+    """The first difference between a layer blob and its unpacked directory: a regular
+    file missing or with other content, a symlink with another target, or a path in the
+    directory the blob does not have (something wrote into a shared layer); "" when they
+    agree."""
     import hashlib
 
     from . import layers as _layers
+    expected: set[str] = set()
     with store.blobs.open(blob) as f:
         for e, data in _layers.read_entries(f):
-            if e.kind not in ("0", "7") or data is None:
-                continue
             rel = _layers._clean_name(e.name)
-            if rel.rpartition("/")[2].startswith(".wh."):
+            parent, _, base = rel.rpartition("/")
+            parts = rel.split("/")
+            expected.update("/".join(parts[:i]) for i in range(1, len(parts)))
+            if base.startswith(".wh..wh."):
+                continue  # the opaque marker (an xattr on parent) and AUFS meta entries
+            if base.startswith(".wh."):
+                # a whiteout is unpacked as the whited-out name (overlayfs format)
+                expected.add(f"{parent}/{base[4:]}" if parent else base[4:])
+                continue
+            expected.add(rel)
+            if e.kind == "2":
+                try:
+                    target = os.readlink(os.path.join(directory, rel))
+                except OSError:
+                    return f"/{rel} is missing"
+                if target != e.linkname:
+                    return f"/{rel} points elsewhere"
+            if e.kind not in ("0", "7") or data is None:
                 continue
             path = os.path.join(directory, rel)
             try:
@@ -1007,6 +1025,11 @@ def _compare_layer(store: Store, blob: Digest, directory: str) -> str:
                 return f"/{rel} is missing"
             if hashlib.sha256(actual).digest() != hashlib.sha256(data).digest():
                 return f"/{rel} has other content"
+    for dirpath, dirs, files in os.walk(directory):
+        for name in dirs + files:
+            rel = os.path.relpath(os.path.join(dirpath, name), directory)
+            if rel not in expected:
+                return f"/{rel} is not in the layer"
     return ""
 
 

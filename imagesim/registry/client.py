@@ -33,7 +33,7 @@ from typing import IO, Any, Protocol
 
 import httpx
 
-from .. import oci
+from .. import faults, oci
 from ..config import ClientConfig, Credentials, is_loopback
 from ..digest import Digest
 from ..errors import (
@@ -696,6 +696,7 @@ def push(store: Any, ref: Reference | str, *, config: ClientConfig | None = None
             try:
                 for d, fut in futures.items():
                     state, source = fut.result()
+                    faults.point("push.blob")
                     outcome[str(d)] = state
                     if state == "exists":
                         rep.status(d.short, "Layer already exists")
@@ -790,7 +791,7 @@ def pull(store: Any, ref: Reference | str, *, config: ClientConfig | None = None
             if r.digest is None:
                 before = store.resolve(r).digest
         outcome: dict[str, str] = {}
-        with store.lease(f"pull {r}"):
+        with store.lease(f"pull {r}") as lease_id:
             todo = []
             for desc in m.layers:
                 ident = desc.digest.short
@@ -800,22 +801,32 @@ def pull(store: Any, ref: Reference | str, *, config: ClientConfig | None = None
                 else:
                     rep.status(ident, "Pulling fs layer")
                     todo.append(desc)
+            new = [d.digest for d in todo]
             if m.config.digest not in store.blobs:
-                with store.blobs.writer(m.config.digest, m.config.size) as w:
-                    sess.fetch_blob(repo, m.config.digest, m.config.size, w)
-            for d in download_blobs(sess, repo, todo, store.blobs, rep):
-                rep.status(d.short, "Verifying Checksum")
-                rep.status(d.short, "Download complete")
-                outcome[str(d)] = "pulled"
-            pulled = {d.digest for d in todo}
+                new.append(m.config.digest)
+            try:
+                if m.config.digest not in store.blobs:
+                    with store.blobs.writer(m.config.digest, m.config.size) as w:
+                        sess.fetch_blob(repo, m.config.digest, m.config.size, w)
+                for d in download_blobs(sess, repo, todo, store.blobs, rep):
+                    rep.status(d.short, "Verifying Checksum")
+                    rep.status(d.short, "Download complete")
+                    outcome[str(d)] = "pulled"
+                pulled = {d.digest for d in todo}
 
-            def on_layer(i: int, diff_id: Digest, state: str) -> None:
-                desc = m.layers[i]
-                if desc.digest in pulled:
-                    rep.status(desc.digest.short, "Pull complete")
+                def on_layer(i: int, diff_id: Digest, state: str) -> None:
+                    desc = m.layers[i]
+                    if desc.digest in pulled:
+                        rep.status(desc.digest.short, "Pull complete")
 
-            tags = [r] if r.digest is None else []
-            image = store.add_image(manifest_bytes, tags=tags, on_layer=on_layer)
+                tags = [r] if r.digest is None else []
+                image = store.add_image(manifest_bytes, tags=tags, on_layer=on_layer)
+            except BaseException:
+                # a failed pull (full disk, bad layer, dropped connection) takes back
+                # what it downloaded
+                with contextlib.suppress(Exception):
+                    store.discard_unused(new, lease=lease_id)
+                raise
         _remember_sources(store, registry, repo, [d.digest for d in m.layers])
         up_to_date = before is not None and before == image.digest
         rep.status(None, f"Digest: {top}")

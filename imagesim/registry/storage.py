@@ -35,6 +35,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from .. import faults
 from ..blobs import FileBlobStore
 from ..digest import Digest
 from ..errors import (
@@ -174,6 +175,9 @@ def parse_manifest(data: bytes, content_type: str | None) -> ParsedManifest:
         doc = json.loads(data)
     except (UnicodeDecodeError, ValueError) as e:
         raise ManifestInvalid(f"manifest is not valid JSON: {e}") from None
+    except RecursionError:
+        # json's C scanner recurses per nesting level: "[[[[...]]]]" must not be a 500
+        raise ManifestInvalid("manifest is nested too deeply") from None
     if not isinstance(doc, dict):
         raise ManifestInvalid("manifest is not a JSON object")
     body_type = doc.get("mediaType")
@@ -278,6 +282,7 @@ class Upload:
         if store.fsync:
             with open(self.data_path, "rb+") as f:
                 os.fsync(f.fileno())
+        faults.point("upload.commit")
         # the session file is on the same filesystem: a rename publishes it atomically
         store.install(self.data_path, digest)
         self.storage.link_blob(self.name, digest)
@@ -315,6 +320,7 @@ class UploadAppender:
         if self._state is not None:
             self._state.h.update(data)
         self.written += len(data)
+        faults.point("upload.chunk")
 
     def __enter__(self) -> UploadAppender:
         return self
