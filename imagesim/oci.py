@@ -92,6 +92,8 @@ def loads(data: bytes, what: str = "document", error: type[Exception] = Manifest
         doc = json.loads(data)
     except (ValueError, UnicodeDecodeError) as e:
         raise error(f"{what} is not valid JSON: {e}") from None
+    except RecursionError:  # e.g. [[[[...]]]] 50,000 deep from a hostile peer
+        raise error(f"{what} is nested too deeply") from None
     if not isinstance(doc, dict):
         raise error(f"{what} is not a JSON object")
     return doc

@@ -100,3 +100,11 @@ def test_layer_media_types():
     assert oci.layer_media_type("none", docker=True) == oci.DOCKER_LAYER
     with pytest.raises(ManifestInvalid):
         oci.layer_media_type("zstd", docker=True)
+
+
+def test_a_deeply_nested_document_is_a_clear_error():
+    from imagesim.errors import ManifestInvalid
+    from imagesim.oci import loads
+
+    with pytest.raises(ManifestInvalid, match="nested too deeply"):
+        loads(b"[" * 50_000 + b"]" * 50_000)
