@@ -324,7 +324,7 @@ def test_hostile_layout_through_the_cli_is_a_clear_error(tmp_path, image_store):
     _deep_index(image_store, d)
     r = kit.cli(str(tmp_path / "dst"), "load", "-i", d, check=False)
     assert r.returncode == 1
-    assert r.stderr.strip() == "Error: a metadata document is nested too deeply"
+    assert r.stderr.strip() == "Error: index is nested too deeply"
 
 
 # -- registry ------------------------------------------------------------------------------------
