@@ -611,7 +611,10 @@ class Store:
                     self._images.pop(Digest.parse(k), None)
                 deleted.append(str(image.id))
                 if prune:
-                    gone = self._collect(state, grace_start=None, remove=True)
+                    # honour other writers' leases exactly as gc does: a concurrent pull
+                    # may have put blobs that no image records yet
+                    gone = self._collect(state, grace_start=self._lease_grace(state),
+                                         remove=True)
                     used_chain = dict(zip(image.diff_ids, image.chain_ids, strict=True))
                     for d in reversed(image.diff_ids):
                         if d in gone.layers:
@@ -647,13 +650,18 @@ class Store:
         Blobs and layers newer than the oldest live ``lease`` are kept: another process may
         be about to record an image that uses them."""
         with self.transaction() as state:
-            now = time.time()
-            live = [lease["t"] for lease in state["leases"].values()
-                    if _lease_live(lease, now)]
-            for lid, lease in list(state["leases"].items()):
-                if not _lease_live(lease, now):
-                    del state["leases"][lid]
-            return self._collect(state, grace_start=min(live) if live else None, remove=True)
+            return self._collect(state, grace_start=self._lease_grace(state), remove=True)
+
+    @staticmethod
+    def _lease_grace(state: dict[str, Any]) -> float | None:
+        """The start of the oldest live lease (nothing newer may be collected), dropping the
+        leases of dead writers from ``state``; None when no lease is live."""
+        now = time.time()
+        for lid, lease in list(state["leases"].items()):
+            if not _lease_live(lease, now):
+                del state["leases"][lid]
+        live = [lease["t"] for lease in state["leases"].values()]
+        return min(live) if live else None
 
     def _referenced(self, state: dict[str, Any]) -> tuple[set[Digest], set[Digest]]:
         blobs: set[Digest] = set()

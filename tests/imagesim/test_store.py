@@ -183,6 +183,18 @@ def test_gc_removes_unreferenced_blobs_but_respects_leases(store):
     assert store.resolve("keep")
 
 
+def test_rmi_respects_another_writers_lease(store):
+    # a pull in another process holds a lease while its blobs are not yet in any image;
+    # rmi's prune must leave them alone exactly as gc does (found by a concurrency test)
+    store.put_image(_image(store, {"/junk": b"j"}), ["junk"])
+    with store.lease("pull elsewhere"):
+        fresh = store.blobs.put(b"downloaded, not yet recorded")
+        store.remove("junk")
+        assert fresh in store.blobs
+    store.gc()
+    assert fresh not in store.blobs
+
+
 def test_state_namespaces(store):
     assert store.state_get("containers") is None
     assert store.state_update("containers", lambda old: {"n": 1}) == {"n": 1}
