@@ -46,6 +46,7 @@ from typing import Any
 from unionfs.mounts import HostFS, Mount, MountTable
 
 from .errors import Conflict, ContainerNotFound, ImageNotFound, ImageSimError
+from .units import human_duration
 from .volumes import (
     MountPoint,
     VolumeStore,
@@ -279,44 +280,6 @@ def parse_time(text: str | None) -> _dt.datetime | None:
         head, frac = t.split(".", 1)
         t = f"{head}.{frac[:6]}"
     return _dt.datetime.fromisoformat(t).replace(tzinfo=_dt.UTC)
-
-
-def human_duration(seconds: float) -> str:
-    """docker's ``units.HumanDuration``."""
-    s = int(seconds)
-    if s < 1:
-        return "Less than a second"
-    if s == 1:
-        return "1 second"
-    if s < 60:
-        return f"{s} seconds"
-    minutes = int(seconds / 60)
-    if minutes == 1:
-        return "About a minute"
-    if minutes < 60:
-        return f"{minutes} minutes"
-    hours = int(seconds / 3600 + 0.5)
-    if hours == 1:
-        return "About an hour"
-    if hours < 48:
-        return f"{hours} hours"
-    if hours < 24 * 7 * 2:
-        return f"{hours // 24} days"
-    if hours < 24 * 30 * 2:
-        return f"{hours // 24 // 7} weeks"
-    if hours < 24 * 365 * 2:
-        return f"{hours // 24 // 30} months"
-    return f"{int(seconds / 3600) // 24 // 365} years"
-
-
-def human_size(size: float) -> str:
-    """docker's ``units.HumanSizeWithPrecision(size, 3)`` (decimal units)."""
-    units = ["B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"]
-    i = 0
-    while size >= 1000 and i < len(units) - 1:
-        size /= 1000.0
-        i += 1
-    return f"{size:.3g}{units[i]}"
 
 
 def ellipsis(text: str, width: int) -> str:

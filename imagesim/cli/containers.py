@@ -30,11 +30,10 @@ from ..container import (
     ContainerStore,
     CreateOptions,
     ellipsis,
-    human_duration,
-    human_size,
     parse_time,
 )
 from ..errors import ContainerNotFound, ImageNotFound, ImageSimError
+from ..units import human_duration, human_size
 
 _TRUE = {"true", "1", "t", "yes", "y", "on"}
 _FALSE = {"false", "0", "f", "no", "n", "off"}

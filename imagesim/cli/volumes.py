@@ -149,7 +149,7 @@ def rm(ctx: click.Context, force: bool, names: tuple[str, ...]) -> None:
 @click.pass_context
 def prune(ctx: click.Context, all_volumes: bool, force: bool, filters: tuple[str, ...]) -> None:
     """Remove unused volumes (anonymous only, unless -a)."""
-    from ..container import human_size
+    from ..units import human_size
 
     warning = ("WARNING! This will remove all local volumes not used by at least one "
                "container.") if all_volumes else (

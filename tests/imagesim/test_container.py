@@ -17,13 +17,12 @@ from imagesim.container import (
     CreateOptions,
     apply_changes,
     ellipsis,
-    human_duration,
-    human_size,
     parse_port,
 )
 from imagesim.errors import Conflict, ContainerNotFound
 from imagesim.image import Image
 from imagesim.store import Store
+from imagesim.units import human_duration, human_size
 
 
 def _write(root, rel, data, mode=0o644):
