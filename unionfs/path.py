@@ -15,10 +15,12 @@ NAME_MAX = 255
 PATH_MAX = 4096
 
 
-def normalize(path: str | bytes | os.PathLike) -> str:
+def normalize(path: str | bytes | os.PathLike, *, check_names: bool = True) -> str:
     """Return the canonical absolute form of ``path``.
 
-    Relative paths are taken from the root. Raises ``InvalidPath`` (EINVAL) for a NUL byte,
+    Relative paths are taken from the root. ``check_names=False`` leaves the per-name
+    ENAMETOOLONG check to the caller (the union checks each name as it walks to it, after
+    its parents, in the kernel's order). Raises ``InvalidPath`` (EINVAL) for a NUL byte,
     ``NotFound`` (ENOENT) for an empty path, ``NameTooLong`` (ENAMETOOLONG) for a component
     over 255 bytes or a path over 4096 bytes.
     """
@@ -42,7 +44,7 @@ def normalize(path: str | bytes | os.PathLike) -> str:
             if parts:
                 parts.pop()
             continue
-        if len(os.fsencode(part)) > NAME_MAX:
+        if check_names and len(os.fsencode(part)) > NAME_MAX:
             raise NameTooLong(path)
         parts.append(part)
     return "/" + "/".join(parts)

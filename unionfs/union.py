@@ -57,28 +57,7 @@ _MISS = object()
 def _normalize(path: Any) -> str:
     """``unionfs.path.normalize`` without its check of each name's length: the engine checks
     a name (ENAMETOOLONG) when it looks it up, after its parents, as the kernel does."""
-    if isinstance(path, os.PathLike):
-        path = os.fspath(path)
-    if isinstance(path, bytes):
-        path = os.fsdecode(path)
-    if not isinstance(path, str):
-        raise TypeError(f"path must be str, bytes or os.PathLike, not {type(path).__name__}")
-    if path == "":
-        raise NotFound(path)
-    if "\0" in path:
-        raise InvalidPath(path, "embedded NUL in path")
-    if len(os.fsencode(path)) >= _p.PATH_MAX:
-        raise NameTooLong(path)
-    parts: list[str] = []
-    for part in path.split("/"):
-        if part in ("", "."):
-            continue
-        if part == "..":
-            if parts:
-                parts.pop()
-            continue
-        parts.append(part)
-    return "/" + "/".join(parts)
+    return _p.normalize(path, check_names=False)
 
 
 def _check_user_xattr(node: _Node, name: str, path: str) -> None:
