@@ -915,15 +915,8 @@ class Shell:
                 else list(self.positional)
             for v in values:
                 self.vars[cmd.name] = v
-                try:
-                    status = self.run_list(cmd.body)
-                except _Continue as c:
-                    if c.levels > 1:
-                        raise _Continue(c.levels - 1) from None
-                    continue
-                except _Break as b:
-                    if b.levels > 1:
-                        raise _Break(b.levels - 1) from None
+                status, stop = self._loop_round(cmd.body, status)
+                if stop:
                     break
             return status
         rounds = 0
@@ -933,17 +926,24 @@ class Shell:
                 self.error(f"loop stopped after {_MAX_LOOPS} rounds (nothing runs "
                            "concurrently here, so it could never end)")
                 return 1
-            try:
-                status = self.run_list(cmd.body)
-            except _Continue as c:
-                if c.levels > 1:
-                    raise _Continue(c.levels - 1) from None
-                continue
-            except _Break as b:
-                if b.levels > 1:
-                    raise _Break(b.levels - 1) from None
+            status, stop = self._loop_round(cmd.body, status)
+            if stop:
                 break
         return status
+
+    def _loop_round(self, body: Any, status: int) -> tuple[int, bool]:
+        """One round of a loop's body: (its status, whether ``break`` ends the loop).
+        ``continue N``/``break N`` with N > 1 go on to the enclosing loop one level less."""
+        try:
+            return self.run_list(body), False
+        except _Continue as c:
+            if c.levels > 1:
+                raise _Continue(c.levels - 1) from None
+            return status, False
+        except _Break as b:
+            if b.levels > 1:
+                raise _Break(b.levels - 1) from None
+            return status, True
 
     def b_return(self, args: list[str], rio: _IO) -> int:
         raise _Return(int(args[0]) & 0xFF if args and args[0].isdigit() else self.status)
@@ -2710,43 +2710,38 @@ class Shell:
         opts, rest = parsed
         recursive = bool(opts & {"r", "R", "a"})
         archive = "a" in opts or "p" in opts
-        *srcs, dest = rest
-        dest_is_dir = self.is_dir(dest)
-        if len(srcs) > 1 and not dest_is_dir:
-            why = "Not a directory" if self.lstat(dest) else "No such file or directory"
-            rio.stderr.write(f"cp: target '{dest}': {why}\n")
-            return 1
-        status = 0
-        for s in srcs:
-            target = _join(dest, posixpath.basename(s.rstrip("/"))) if dest_is_dir else dest
-            if "n" in opts and self.lstat(target) is not None:
-                continue
-            if not self._copy("cp", s, target, recursive, archive, rio):
-                status = 1
-            elif "v" in opts:
-                rio.stdout.write(f"'{s}' -> '{target}'\n")
-        return status
+        return self._each_source(
+            "cp", opts, rest, rio, "'{0}' -> '{1}'",
+            lambda src, target: self._copy("cp", src, target, recursive, archive, rio))
 
     def b_mv(self, args: list[str], rio: _IO) -> int:
         parsed = self._operands("mv", args, "fvniT", rio)
         if parsed is None:
             return 1
         opts, rest = parsed
+        return self._each_source("mv", opts, rest, rio, "renamed '{0}' -> '{1}'",
+                                 lambda src, target: self._move(src, target, rio))
+
+    def _each_source(self, cmd: str, opts: set[str], rest: list[str], rio: _IO, verbose: str,
+                     act: Callable[[str, str], bool]) -> int:
+        """``cp``/``mv`` SRC... DEST: ``act(src, target)`` for each source, where target is
+        DEST itself or DEST/basename(src) when DEST is a directory; ``-n`` skips existing
+        targets, ``-v`` prints ``verbose`` formatted with (src, target)."""
         *srcs, dest = rest
         dest_is_dir = self.is_dir(dest)
         if len(srcs) > 1 and not dest_is_dir:
             why = "Not a directory" if self.lstat(dest) else "No such file or directory"
-            rio.stderr.write(f"mv: target '{dest}': {why}\n")
+            rio.stderr.write(f"{cmd}: target '{dest}': {why}\n")
             return 1
         status = 0
-        for s in srcs:
-            target = _join(dest, posixpath.basename(s.rstrip("/"))) if dest_is_dir else dest
+        for src in srcs:
+            target = _join(dest, posixpath.basename(src.rstrip("/"))) if dest_is_dir else dest
             if "n" in opts and self.lstat(target) is not None:
                 continue
-            if not self._move(s, target, rio):
+            if not act(src, target):
                 status = 1
             elif "v" in opts:
-                rio.stdout.write(f"renamed '{s}' -> '{target}'\n")
+                rio.stdout.write(verbose.format(src, target) + "\n")
         return status
 
     def _move(self, src: str, dst: str, rio: _IO) -> bool:

@@ -35,6 +35,7 @@ from unionfs.entry import Entry, Kind
 from unionfs.layer import walk_layer
 
 from .errors import ImageSimError
+from .units import human_size
 
 CONTAINER_LETTER = "+"
 _LETTERS = "abcdefghijklmnopqrstuvwxyz"
@@ -51,15 +52,6 @@ def layer_letter(index: int) -> str:
     """The mark of image layer ``index`` (1 = bottom): ``a``..``z``, then ``a1``, ``b1``..."""
     i = index - 1
     return _LETTERS[i % 26] + (str(i // 26) if i >= 26 else "")
-
-
-def human_size(n: float) -> str:
-    """Sizes as docker prints them (decimal units: ``1.2kB``, ``3.4MB``)."""
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.3g}{unit}"
-        n /= 1000
-    return f"{n}B"
 
 
 def short_digest(d: Any, n: int = 12) -> str:
