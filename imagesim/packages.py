@@ -35,7 +35,7 @@ INFO_DIR = "/var/lib/dpkg/info"
 LISTS_DIR = "/var/lib/apt/lists"
 #: the two index files ``apt-get update`` writes (a suite as an Ubuntu mirror would serve it)
 SOURCE = "imagesim.offline"
-SUITE = "jammy"
+SUITE = "focal"
 RELEASE_FILE = f"{LISTS_DIR}/{SOURCE}_dists_{SUITE}_InRelease"
 PACKAGES_FILE = f"{LISTS_DIR}/{SOURCE}_dists_{SUITE}_main_binary-amd64_Packages"
 ARCH = "amd64"
@@ -151,10 +151,10 @@ def _sh_quote(text: str) -> str:
 
 
 _RAW: tuple[Package, ...] = (
-    Package("vim", "2:8.2.3995-1ubuntu2.21", "editors", "Vi IMproved - enhanced vi editor",
+    Package("vim", "2:8.1.2269-1ubuntu5.23", "editors", "Vi IMproved - enhanced vi editor",
             ("vim-common", "vim-runtime", "xxd", "libgpm2"),
             (("/usr/bin/vim.basic", _echo(
-                "VIM - Vi IMproved 8.2 (2019 Dec 12) [simulated by imagesim]",
+                "VIM - Vi IMproved 8.1 (2018 May 18) [simulated by imagesim]",
                 "No editor runs in this shell. Write files with: echo TEXT > FILE")),),
             (("/usr/lib/vim/vim.bin", 48_000),), (),
             # update-alternatives makes `vim` and `vi` point at vim.basic, as on Ubuntu
@@ -162,63 +162,63 @@ _RAW: tuple[Package, ...] = (
              ("/etc/alternatives/vi", "/usr/bin/vim.basic"),
              ("/usr/bin/vim", "/etc/alternatives/vim"),
              ("/usr/bin/vi", "/etc/alternatives/vi"))),
-    Package("vim-common", "2:8.2.3995-1ubuntu2.21", "editors",
+    Package("vim-common", "2:8.1.2269-1ubuntu5.23", "editors",
             "Vi IMproved - Common files", (),
             (),
             (),
             (("/etc/vim/vimrc", "\" System-wide vimrc (simulated)\nsyntax on\n"),
              ("/usr/share/vim/vimrc", "\" see /etc/vim/vimrc\n"))),
-    Package("vim-runtime", "2:8.2.3995-1ubuntu2.21", "editors",
+    Package("vim-runtime", "2:8.1.2269-1ubuntu5.23", "editors",
             "Vi IMproved - Runtime files", (),
             (),
-            (("/usr/share/vim/vim82/defaults.vim", 6_000),
-             ("/usr/share/vim/vim82/syntax/syntax.vim", 3_000),
-             ("/usr/share/vim/vim82/doc/help.txt", 9_000))),
-    Package("xxd", "2:8.2.3995-1ubuntu2.21", "editors", "tool to make (or reverse) a hex dump",
+            (("/usr/share/vim/vim81/defaults.vim", 6_000),
+             ("/usr/share/vim/vim81/syntax/syntax.vim", 3_000),
+             ("/usr/share/vim/vim81/doc/help.txt", 9_000))),
+    Package("xxd", "2:8.1.2269-1ubuntu5.23", "editors", "tool to make (or reverse) a hex dump",
             (), (("/usr/bin/xxd", _echo("xxd: simulated by imagesim")),)),
-    Package("libgpm2", "1.20.7-10build1", "libs", "General Purpose Mouse - shared library", (),
+    Package("libgpm2", "1.20.7-5", "libs", "General Purpose Mouse - shared library", (),
             (), (("/usr/lib/x86_64-linux-gnu/libgpm.so.2", 26_000),)),
-    Package("nano", "6.2-1ubuntu0.1", "editors",
+    Package("nano", "4.8-1ubuntu1", "editors",
             "small, friendly text editor inspired by Pico", ("libncursesw6",),
-            (("/bin/nano", _echo("GNU nano, version 6.2 [simulated by imagesim]",
+            (("/bin/nano", _echo("GNU nano, version 4.8 [simulated by imagesim]",
                                  "No editor runs in this shell. Write files with: "
                                  "echo TEXT > FILE")),),
             (("/usr/share/nano/sh.nanorc", 2_000),),
             (("/etc/nanorc", "# Sample initialization file for GNU nano (simulated).\n"),)),
-    Package("libncursesw6", "6.3-2ubuntu0.1", "libs",
+    Package("libncursesw6", "6.2-0ubuntu2.1", "libs",
             "shared libraries for terminal handling (wide character support)", (), (),
             (("/usr/lib/x86_64-linux-gnu/libncursesw.so.6", 30_000),)),
-    Package("tree", "2.0.2-1", "utils", "displays an indented directory tree, in color", (),
+    Package("tree", "1.8.0-1", "utils", "displays an indented directory tree, in color", (),
             (("/usr/bin/tree", "__imagesim_tree \"$@\""),)),
-    Package("curl", "7.81.0-1ubuntu1.20", "web",
+    Package("curl", "7.68.0-1ubuntu2.22", "web",
             "command line tool for transferring data with URL syntax",
             ("libcurl4", "ca-certificates"),
             (("/usr/bin/curl", _echo(
                 "curl: (6) Could not resolve host: the container is offline "
                 "(simulated by imagesim; use curl on the host)", status=6)),)),
-    Package("libcurl4", "7.81.0-1ubuntu1.20", "libs",
+    Package("libcurl4", "7.68.0-1ubuntu2.22", "libs",
             "easy-to-use client-side URL transfer library (OpenSSL flavour)", (), (),
-            (("/usr/lib/x86_64-linux-gnu/libcurl.so.4.7.0", 40_000),)),
-    Package("ca-certificates", "20230311ubuntu0.22.04.1", "misc",
+            (("/usr/lib/x86_64-linux-gnu/libcurl.so.4.6.0", 40_000),)),
+    Package("ca-certificates", "20230311ubuntu0.20.04.1", "misc",
             "Common CA certificates", (), (), (),
             (("/etc/ssl/certs/ca-certificates.crt",
               "# CA bundle placeholder (simulated by imagesim)\n"),)),
-    Package("wget", "1.21.2-2ubuntu1.1", "web", "retrieves files from the web",
+    Package("wget", "1.20.3-1ubuntu2.1", "web", "retrieves files from the web",
             ("ca-certificates",),
             (("/usr/bin/wget", _echo(
                 "wget: unable to resolve host address: the container is offline "
                 "(simulated by imagesim)", status=4)),),
             (), (("/etc/wgetrc", "# wgetrc (simulated)\n"),)),
-    Package("git", "1:2.34.1-1ubuntu1.12", "vcs",
+    Package("git", "1:2.25.1-1ubuntu3.13", "vcs",
             "fast, scalable, distributed revision control system", ("git-man", "less"),
-            (("/usr/bin/git", _echo("git version 2.34.1 (simulated by imagesim)")),),
+            (("/usr/bin/git", _echo("git version 2.25.1 (simulated by imagesim)")),),
             (("/usr/lib/git-core/git-core.bin", 60_000),)),
-    Package("git-man", "1:2.34.1-1ubuntu1.12", "doc",
+    Package("git-man", "1:2.25.1-1ubuntu3.13", "doc",
             "fast, scalable, distributed revision control system (manual pages)", (), (),
             (("/usr/share/man/man1/git.1.gz", 12_000),)),
-    Package("less", "590-1ubuntu0.22.04.3", "text", "pager program similar to more", (),
-            (("/usr/bin/less", _echo("less 590 (simulated by imagesim)")),)),
-    Package("net-tools", "1.60+git20181103.0eebece-1ubuntu5", "net",
+    Package("less", "551-1ubuntu0.3", "text", "pager program similar to more", (),
+            (("/usr/bin/less", _echo("less 551 (simulated by imagesim)")),)),
+    Package("net-tools", "1.60+git20180626.aebd88e-1ubuntu1", "net",
             "NET-3 networking toolkit", (),
             (("/sbin/ifconfig", _echo(
                 "eth0: flags=4163<UP,BROADCAST,RUNNING,MULTICAST>  mtu 1500",
@@ -228,22 +228,22 @@ _RAW: tuple[Package, ...] = (
                                     "Proto Recv-Q Send-Q Local Address  Foreign Address  State",
                                     "(simulated by imagesim)")),
              ("/sbin/route", _echo("Kernel IP routing table (simulated by imagesim)")))),
-    Package("iputils-ping", "3:20211215-1", "net", "Tools to test the reachability of "
+    Package("iputils-ping", "3:20190709-3", "net", "Tools to test the reachability of "
             "network hosts", (),
             (("/bin/ping", _echo("ping: connect: Network is unreachable "
                                  "(simulated by imagesim)", status=2)),)),
-    Package("procps", "2:3.3.17-6ubuntu2.1", "admin",
+    Package("procps", "2:3.3.16-1ubuntu2.4", "admin",
             "/proc file system utilities", (),
             (("/bin/ps", _echo("    PID TTY          TIME CMD",
                                "      1 pts/0    00:00:00 bash")),
              ("/usr/bin/top", _echo("top: simulated by imagesim (no processes run here)")))),
-    Package("iproute2", "5.15.0-1ubuntu2", "net", "networking and traffic control tools", (),
+    Package("iproute2", "5.5.0-1ubuntu1", "net", "networking and traffic control tools", (),
             (("/bin/ip", _echo("1: lo: <LOOPBACK,UP,LOWER_UP> mtu 65536",
                                "2: eth0@if5: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500",
                                "(simulated by imagesim)")),)),
-    Package("htop", "3.0.5-7build2", "utils", "interactive processes viewer",
+    Package("htop", "2.2.0-2build1", "utils", "interactive processes viewer",
             ("libncursesw6",),
-            (("/usr/bin/htop", _echo("htop 3.0.5 (simulated by imagesim)")),)),
+            (("/usr/bin/htop", _echo("htop 2.2.0 (simulated by imagesim)")),)),
 )
 
 #: name -> package, the whole offline catalog

@@ -74,7 +74,7 @@ def test_install_and_remove_write_files_and_database(tmp_path):
     packages.update(fs)
     assert packages.lists_ready(fs)
     text = (tmp_path / packages.PACKAGES_FILE.lstrip("/")).read_text()
-    assert "Package: vim\n" in text and "Filename: pool/main/v/vim/vim_8.2.3995" in text
+    assert "Package: vim\n" in text and "Filename: pool/main/v/vim/vim_8.1.2269" in text
     for pkg in packages.resolve(["tree"]):
         packages.install(fs, pkg)
     tree = tmp_path / "usr/bin/tree"
@@ -82,7 +82,7 @@ def test_install_and_remove_write_files_and_database(tmp_path):
     have = packages.installed(fs)
     assert set(have) == {"bash", "tree"}
     assert have["bash"]["Description"] == "GNU Bourne Again SHell\n multi-line"
-    assert have["tree"]["Version"] == "2.0.2-1"
+    assert have["tree"]["Version"] == "1.8.0-1"
     assert "/usr/bin/tree" in (tmp_path / "var/lib/dpkg/info/tree.list").read_text().split()
     removed = packages.remove(fs, "tree")
     assert "/usr/bin/tree" in removed and not tree.exists()
@@ -107,10 +107,10 @@ def test_apt_get_and_dpkg_words(tmp_path):
     assert text.index("Unpacking libncursesw6") < text.index("Unpacking nano")
     out = io.StringIO()
     assert packages.apt_get(fs, ["install", "nano"], out, err) == 0
-    assert "nano is already the newest version (6.2-1ubuntu0.1)." in out.getvalue()
+    assert "nano is already the newest version (4.8-1ubuntu1)." in out.getvalue()
     out = io.StringIO()
     assert packages.dpkg(fs, ["-l", "nano"], out, err) == 0
-    assert out.getvalue().splitlines()[-1].split()[:3] == ["ii", "nano", "6.2-1ubuntu0.1"]
+    assert out.getvalue().splitlines()[-1].split()[:3] == ["ii", "nano", "4.8-1ubuntu1"]
     err = io.StringIO()
     assert packages.dpkg(fs, ["-l", "vim"], io.StringIO(), err) == 1
     assert err.getvalue() == "dpkg-query: no packages found matching vim\n"
@@ -124,7 +124,7 @@ def test_apk_add_and_del_on_an_alpine_like_root(tmp_path):
     out, err = io.StringIO(), io.StringIO()
     assert packages.apk(fs, ["add", "--no-cache", "curl"], out, err) == 0
     lines = out.getvalue().splitlines()
-    assert "(3/3) Installing curl (7.81.0-1ubuntu1.20)" in lines
+    assert "(3/3) Installing curl (7.68.0-1ubuntu2.22)" in lines
     assert lines[-1].startswith("OK: ") and lines[-1].endswith(" in 4 packages")
     assert (tmp_path / "usr/bin/curl").is_file()
     assert set(packages.apk_installed(fs)) == {"busybox", "curl", "libcurl4",
