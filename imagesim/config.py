@@ -8,9 +8,19 @@ It merges the two docker files a lesson touches::
     }
 
 Registries on ``localhost`` and ``127.0.0.0/8`` are always reachable over plain HTTP (docker
-treats them as insecure too); any other host needs HTTPS unless it is listed. Unknown keys are
-kept as they are when the file is rewritten. Writes are atomic (temp + fsync + rename) and the
-file is created with mode 0600 because it holds credentials.
+treats them as insecure too); any other host needs HTTPS unless it is listed. An entry is
+``host:port`` (or ``host`` for a registry named without a port), or a CIDR such as
+``10.1.0.0/16``, which matches a registry named by an IP address inside it (docker also
+resolves names for that; we never do, so checking the config sends no DNS query).
+Unknown keys are kept as they are when the file is rewritten. Writes are atomic (temp +
+fsync + rename) and the file is created with mode 0600 because it holds credentials.
+
+Trusting a registry's certificate works as docker's ``/etc/docker/certs.d``: the directory
+``certs.d/HOST:PORT/`` next to the config file (``~/.config/imagesim/certs.d/myhost:5000/``)
+holds ``*.crt`` files, CA certificates trusted for that registry in addition to the system's
+store, and optionally ``NAME.cert`` + ``NAME.key`` pairs, a client certificate for registries
+that ask for one. A registry listed as insecure is used over HTTPS without verification when
+it speaks TLS, else over plain HTTP.
 """
 
 from __future__ import annotations
@@ -82,6 +92,16 @@ class Credentials:
     password: str
 
 
+@dataclass(frozen=True, slots=True)
+class RegistryCerts:
+    """What ``certs.d/HOST:PORT/`` holds for one registry: CA files (``*.crt``) and client
+    certificate + key pairs (``NAME.cert`` + ``NAME.key``), sorted by name."""
+
+    directory: str
+    ca_files: tuple[str, ...] = ()
+    client_pairs: tuple[tuple[str, str], ...] = ()
+
+
 class ClientConfig:
     """The parsed config file. ``load()`` reads it (a missing file is an empty config);
     mutators change this object, ``save()`` writes it back atomically."""
@@ -134,9 +154,10 @@ class ClientConfig:
         return [str(x) for x in self.data.get("insecure-registries", [])]
 
     def is_insecure(self, registry: str) -> bool:
-        """True if ``registry`` (``host[:port]``) may be used over plain HTTP: loopback
-        hosts always; others when listed exactly (``host:port``, or ``host`` for a registry
-        named without a port) or inside a listed CIDR, as docker's ``insecure-registries``."""
+        """True if ``registry`` (``host[:port]``) may be used over plain HTTP (and over HTTPS
+        without verifying its certificate): loopback names and addresses always; others when
+        listed exactly (``host:port``, or ``host`` for a registry named without a port) or
+        named by an IP address inside a listed CIDR, as docker's ``insecure-registries``."""
         if is_loopback(registry):
             return True
         host = _host_only(registry)
@@ -149,6 +170,40 @@ class ClientConfig:
                     if ipaddress.ip_address(host) in ipaddress.ip_network(e, strict=False):
                         return True
         return False
+
+    # certificates
+    @property
+    def certs_dir(self) -> str:
+        """``certs.d`` next to the config file (docker's ``/etc/docker/certs.d``)."""
+        return os.path.join(os.path.dirname(os.path.abspath(self.path)), "certs.d")
+
+    def certs(self, registry: str) -> RegistryCerts:
+        """The CA files and client certificate pairs in ``certs.d/REGISTRY/`` (``registry`` as
+        named: ``host:port``, or ``host``); empty when the directory does not exist. Raises
+        ``ConfigInvalid`` for a ``NAME.cert`` without ``NAME.key`` or the reverse (docker
+        refuses those too: CA certificates must end in ``.crt``)."""
+        directory = os.path.join(self.certs_dir, registry)
+        try:
+            names = sorted(os.listdir(directory))
+        except (FileNotFoundError, NotADirectoryError):
+            return RegistryCerts(directory)
+        cas, pairs = [], []
+        present = set(names)
+        for name in names:
+            stem, ext = os.path.splitext(name)
+            if ext == ".crt":
+                cas.append(os.path.join(directory, name))
+            elif ext == ".cert":
+                if stem + ".key" not in present:
+                    raise ConfigInvalid(f"missing key {stem}.key for client certificate "
+                                        f"{os.path.join(directory, name)} (CA certificates "
+                                        f"must use the extension .crt)")
+                pairs.append((os.path.join(directory, name),
+                              os.path.join(directory, stem + ".key")))
+            elif ext == ".key" and stem + ".cert" not in present:
+                raise ConfigInvalid(f"missing client certificate {stem}.cert for key "
+                                    f"{os.path.join(directory, name)}")
+        return RegistryCerts(directory, tuple(cas), tuple(pairs))
 
     def add_insecure(self, registry: str) -> None:
         regs = self.insecure_registries

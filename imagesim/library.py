@@ -23,6 +23,7 @@ The offline package catalog the simulated ``apt-get`` installs from lives in
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import io
@@ -35,7 +36,7 @@ from unionfs.entry import Entry, Kind
 
 from . import oci
 from .digest import Digest
-from .errors import ImageNotFound, ManifestUnknown, NameUnknown
+from .errors import ImageNotFound, ImageSimError, ManifestUnknown, NameUnknown
 from .image import Image
 from .layers import TarWriter
 from .reference import Reference
@@ -1062,9 +1063,10 @@ def pull(store: Any, ref: str | Reference, out: TextIO | None = None, *,
     if r.digest is None:
         current = store.tags().get(r.full)
     else:
-        with _suppress():
+        with contextlib.suppress(ImageSimError):
             current = store.resolve(f"{r.name}@{r.digest}").digest
     if current == image.digest and all(store.has_layer(d) for d in image.diff_ids):
+        store.add_repo_digest(r, image.digest)
         say(f"Digest: {image.digest}")
         say(f"Status: Image is up to date for {r}")
         print(r.full, file=out, flush=True)
@@ -1104,18 +1106,11 @@ def pull(store: Any, ref: str | Reference, out: TextIO | None = None, *,
                 say(f"{_short_layer(desc)}: Pull complete")
 
         result = store.add_image(image.manifest_bytes, tags, on_layer=on_layer)
+        store.add_repo_digest(r, image.digest)
     say(f"Digest: {image.digest}")
     say(f"Status: Downloaded newer image for {r}")
     print(r.full, file=out, flush=True)
     return result
-
-
-class _suppress:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, et: Any, ev: Any, tb: Any) -> bool:
-        return et is not None and issubclass(et, Exception)
 
 
 def load_all(store: Any, out: TextIO | None = None,

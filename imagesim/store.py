@@ -116,6 +116,29 @@ class RemoveResult:
     deleted: tuple[str, ...] = ()
 
 
+@dataclass
+class _Removal:
+    """The lines ``remove`` collects, in order."""
+
+    untagged: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+
+    def result(self) -> RemoveResult:
+        return RemoveResult(tuple(self.untagged), tuple(self.deleted))
+
+
+def _single_reference(refs: list[Reference]) -> bool:
+    """docker's ``isSingleReference``: every reference is in one repository and at most one
+    of them is a tag (False for none)."""
+    tags = [r for r in refs if r.digest is None]
+    if len(refs) <= 1:
+        return len(refs) == 1
+    if len(tags) > 1:
+        return False
+    name = (tags or refs)[0].name
+    return {r.name for r in refs if r.digest} == {name}
+
+
 @dataclass(frozen=True, slots=True)
 class GcResult:
     blobs: tuple[Digest, ...] = ()
@@ -557,69 +580,178 @@ class Store:
 
     # -- removal ---------------------------------------------------------------------------
 
-    def remove(self, text: str, *, force: bool = False, prune: bool = True) -> RemoveResult:
-        """``imagesim rmi``: untag, and delete the image once nothing names it.
+    def remove(self, text: str, *, force: bool = False, prune: bool = True,
+               running: Callable[[str], bool] | None = None) -> RemoveResult:
+        """``imagesim rmi``: untag, and delete the image once nothing names it, with the
+        lines and refusals of docker's ``ImageDelete``.
 
-        By tag: the tag is removed; when it was the image's last and no container pins it,
-        the image is deleted (and, with ``prune``, its layers no other image uses). By id:
-        refused with ``Conflict`` when several repositories reference it unless ``force``
-        (then every tag goes). A pinned image is never deleted: without ``force`` removing
-        its last tag is a ``Conflict`` naming the container; with ``force`` it is untagged
-        and kept, dangling, while the container needs it."""
-        untagged: list[str] = []
-        deleted: list[str] = []
+        By reference (``ubuntu``, ``ubuntu:22.04``, ``ubuntu@sha256:...``): that reference
+        goes (``Untagged: ubuntu:latest``); when it was the repository's last tag, the
+        repository's digest references go too (``Untagged: ubuntu@sha256:...``); when no
+        reference is left, the image is deleted (``Deleted: sha256:<image id>``, then
+        ``Deleted: sha256:<chain id>`` for each layer no other image uses, top-most first).
+        By image id: refused unless ``force`` when references from more than one repository
+        or several tags name it ("referenced in multiple repositories"); otherwise every
+        reference goes and the image is deleted.
+
+        A container pins its image (``running(holder)`` says whether that container runs;
+        default: none does). Without ``force``, removing the last reference of a pinned
+        image is a ``Conflict`` naming the container; deleting it by id is a ``Conflict``
+        even with ``force`` while the container runs ("cannot be forced"). A forced removal
+        of a pinned image's references keeps the image, dangling, while a container needs
+        it. ``prune=False`` (``--no-prune``) keeps the layers. Raises ``ImageNotFound``."""
+        is_running = running or (lambda holder: False)
+        out = _Removal()
         with self.transaction() as state:
-            image = self.resolve(text)
-            key = str(image.digest)
-            ref = Reference.try_parse(text)
-            by_tag = ref is not None and ref.digest is None and \
-                state["tags"].get(ref.full) == key
-            tags = sorted(t for t, d in state["tags"].items() if d == key)
-            holders = self._pins_by_image(state).get(key, [])
+            try:
+                image = self.resolve(text)
+            except ImageNotFound:
+                # docker names the reference with its tag: "No such image: nosuch:latest"
+                named = Reference.try_parse(text)
+                if named is None:
+                    raise
+                raise ImageNotFound(f"No such image: {named}") from None
+            image_id = str(image.id)
+            keys = sorted(k for k, rec in state["images"].items() if rec["id"] == image_id)
+            if str(image.digest) not in keys:
+                keys.append(str(image.digest))
+            holders = sorted({h for k in keys for h in self._pins_by_image(state).get(k, [])})
             short = image.id.short
-            if by_tag:
-                assert ref is not None
-                if len(tags) > 1:
-                    del state["tags"][ref.full]
-                    return RemoveResult((str(ref),), ())
-                if holders and not force:
+            refs = self._references(state, keys)
+            ref = Reference.try_parse(text)
+            given = None
+            if ref is not None:
+                full = ref.full if ref.digest is None else f"{ref.name}@{ref.digest}"
+                given = next((r for r in refs if r.full == full or
+                              (r.digest and f"{r.name}@{r.digest}" == full)), None)
+            if given is not None:
+                if not force and _single_reference(refs) and holders:
                     raise Conflict(
                         f"conflict: unable to remove repository reference \"{text}\" (must "
                         f"force) - container {_short(holders[0])} is using its referenced "
                         f"image {short}")
-                to_untag = [ref.full]
-            else:
-                if len(tags) > 1 and not force:
-                    raise Conflict(f"conflict: unable to delete {short} (must be forced) - "
-                                   "image is referenced in multiple repositories")
+                self._drop_reference(state, given, out)
+                refs = [r for r in refs if r != given]
+                if given.digest is None and not any(
+                        r.digest is None and r.name == given.name for r in refs):
+                    # the repository's last tag went: its digest references go with it
+                    for r in [r for r in refs if r.digest and r.name == given.name]:
+                        self._drop_reference(state, r, out)
+                        refs.remove(r)
+                if refs:
+                    return out.result()
+                self._delete(state, image, keys, holders, is_running, force=force,
+                             quiet=True, prune=prune, out=out)
+                return out.result()
+            if _single_reference(refs) or not refs:
+                live = [h for h in holders if is_running(h)]
+                if live:
+                    raise Conflict(f"conflict: unable to delete {short} (cannot be forced) - "
+                                   f"image is being used by running container "
+                                   f"{_short(live[0])}")
                 if holders and not force:
                     raise Conflict(f"conflict: unable to delete {short} (must be forced) - "
-                                   f"image is being used by container {_short(holders[0])}")
-                to_untag = tags
-            for t in to_untag:
-                state["tags"].pop(t, None)
-                untagged.append(str(Reference.parse(t)))
-            remaining = [t for t, d in state["tags"].items() if d == key]
-            if not remaining and not holders:
-                # every manifest sharing this IMAGE ID goes when it is deleted by id
-                same = [k for k, rec in state["images"].items()
-                        if rec["id"] == str(image.id) and
-                        not any(d == k for d in state["tags"].values()) and
-                        k not in self._pins_by_image(state)]
-                for k in same or [key]:
-                    state["images"].pop(k, None)
-                    self._images.pop(Digest.parse(k), None)
-                deleted.append(str(image.id))
-                if prune:
-                    # honour other writers' leases exactly as gc does: a concurrent pull
-                    # may have put blobs that no image records yet
-                    gone = self._collect(state, grace_start=self._lease_grace(state),
-                                         remove=True)
-                    used_chain = dict(zip(image.diff_ids, image.chain_ids, strict=True))
-                    for d in reversed(image.diff_ids):
-                        if d in gone.layers:
-                            deleted.append(str(used_chain[d]))
-        return RemoveResult(tuple(untagged), tuple(deleted))
+                                   f"image is being used by stopped container "
+                                   f"{_short(holders[0])}")
+                for r in refs:
+                    self._drop_reference(state, r, out)
+            self._delete(state, image, keys, holders, is_running, force=force, quiet=False,
+                         prune=prune, out=out)
+        return out.result()
+
+    # the namespace of the state document holding docker's RepoDigests
+    REPO_DIGESTS_NS = "images.repo-digests"
+
+    def add_repo_digest(self, ref: str | Reference, digest: Digest | str | None = None
+                        ) -> Reference:
+        """Record that the image with manifest ``digest`` was pulled from or pushed to the
+        repository ``ref`` names (its tag does not matter; without ``digest``, ``ref``'s own
+        digest is used): docker's ``RepoDigests`` entry ``REPO@sha256:...``, which ``rmi``
+        untags and ``images --digests`` shows. Idempotent. Returns the digest reference.
+        Raises ``ImageNotFound`` when no image has that manifest, ``ReferenceInvalid``."""
+        r = ref if isinstance(ref, Reference) else Reference.parse(ref)
+        d = str(digest) if digest is not None else r.digest
+        if d is None:
+            raise ReferenceInvalid(f"no digest given for the repository digest of {ref}")
+        d = str(Digest.parse(d))
+        with self.transaction() as state:
+            if d not in state["images"]:
+                raise ImageNotFound(f"No such image: {r.name}@{d}")
+            table = state["ns"].setdefault(self.REPO_DIGESTS_NS, {})
+            names = table.setdefault(d, [])
+            if r.name not in names:
+                names.append(r.name)
+                names.sort()
+        return Reference(r.domain, r.path, None, d, False)
+
+    def repo_digests(self, image: Image | Digest | str) -> list[Reference]:
+        """The digest references (``ubuntu@sha256:...``) recorded for this manifest by
+        ``add_repo_digest``, sorted as docker prints them."""
+        key = str(image.digest if isinstance(image, Image) else image)
+        names = (self._read_state()["ns"].get(self.REPO_DIGESTS_NS) or {}).get(key, [])
+        return sorted((Reference.parse(f"{n}@{key}") for n in names), key=str)
+
+    def _references(self, state: dict[str, Any], keys: list[str]) -> list[Reference]:
+        """Every tag and digest reference to these manifests, in docker's order (by the
+        familiar string: ``ubuntu:latest`` before ``ubuntu@sha256:...``)."""
+        refs = [Reference.parse(t) for t, d in state["tags"].items() if d in keys]
+        table = state["ns"].get(self.REPO_DIGESTS_NS) or {}
+        for k in keys:
+            refs.extend(Reference.parse(f"{n}@{k}") for n in table.get(k, []))
+        return sorted(refs, key=str)
+
+    def _drop_reference(self, state: dict[str, Any], ref: Reference, out: _Removal) -> None:
+        if ref.digest is None:
+            state["tags"].pop(ref.full, None)
+        else:
+            table = state["ns"].get(self.REPO_DIGESTS_NS) or {}
+            names = table.get(ref.digest, [])
+            if ref.name in names:
+                names.remove(ref.name)
+            if not names:
+                table.pop(ref.digest, None)
+        out.untagged.append(str(ref))
+
+    def _delete(self, state: dict[str, Any], image: Image, keys: list[str],
+                holders: list[str], is_running: Callable[[str], bool], *, force: bool,
+                quiet: bool, prune: bool, out: _Removal) -> None:
+        """docker's ``imageDeleteHelper``: refuse (or, when ``quiet``, silently keep the
+        image) on a conflict, else drop the remaining references, the image record and the
+        layers no other image uses."""
+        short = image.id.short
+        refs = self._references(state, keys)
+        live = [h for h in holders if is_running(h)]
+        if live:
+            if quiet:
+                return
+            raise Conflict(f"conflict: unable to delete {short} (cannot be forced) - image is "
+                           f"being used by running container {_short(live[0])}")
+        if refs and not force:
+            if quiet:
+                return
+            raise Conflict(f"conflict: unable to delete {short} (must be forced) - image is "
+                           "referenced in multiple repositories")
+        for r in refs:
+            self._drop_reference(state, r, out)
+        if holders:
+            # forced: docker would delete a stopped container's image; here the container's
+            # pin keeps it, dangling, while the container needs its layers
+            return
+        table = state["ns"].get(self.REPO_DIGESTS_NS) or {}
+        for k in keys:
+            state["images"].pop(k, None)
+            table.pop(k, None)
+            self._images.pop(Digest.parse(k), None)
+        out.deleted.append(str(image.id))
+        if not prune:
+            return
+        # honour other writers' leases exactly as gc does: a concurrent pull may have put
+        # blobs that no image records yet
+        gone = self._collect(state, grace_start=self._lease_grace(state), remove=True)
+        chain = dict(zip(image.diff_ids, image.chain_ids, strict=True))
+        for d in reversed(image.diff_ids):
+            if d in gone.layers and str(chain[d]) not in out.deleted:
+                out.deleted.append(str(chain[d]))
 
     def prune(self, *, all_images: bool = False) -> tuple[list[str], GcResult]:
         """``image prune``: delete dangling images (with ``all_images``, every image no tag

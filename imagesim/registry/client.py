@@ -2,8 +2,14 @@
 registry (ours, ``docker-registry``, a cloud registry), over httpx.
 
 * Transport: plain HTTP only for ``localhost``, ``127.0.0.0/8`` and hosts the config file lists
-  as insecure (for a listed host HTTPS is tried first without verification, as docker does);
-  HTTPS with verification for everything else.
+  as insecure; HTTPS with verification for everything else, never silently downgraded. For a
+  listed host HTTPS is tried first without verification, then plain HTTP, as docker does; for
+  a loopback host plain HTTP is tried first (the common local registry: no failed handshake,
+  no warning in its log), then HTTPS without verification.
+* Trust: the system's CA store plus the ``*.crt`` files in ``certs.d/HOST:PORT/`` next to the
+  config file (docker's ``/etc/docker/certs.d``), and a client certificate from a
+  ``NAME.cert``/``NAME.key`` pair there. A refused certificate or a plain-HTTP answer to a
+  registry that must use HTTPS is an error that says what failed and how to fix it.
 * Auth: the registry's ``WWW-Authenticate`` challenge decides: ``Basic`` sends the stored
   credentials; ``Bearer`` fetches a token from the realm (with the credentials when there are
   some) for the scope the request needs, caches it, and retries.
@@ -23,6 +29,8 @@ import os
 import platform as _platform
 import queue
 import re
+import socket
+import ssl
 import sys
 import threading
 import time
@@ -62,6 +70,107 @@ SOURCES_NS = "registry.blob-sources"
 class RegistryUnreachable(ImageSimError):
     code = "UNREACHABLE"
     status = 502
+
+
+# -- TLS ---------------------------------------------------------------------------------------
+
+def ssl_context(config: ClientConfig, registry: str, *, verify: bool) -> ssl.SSLContext:
+    """The TLS settings for ``registry``: with ``verify``, the system's CA store (OpenSSL's
+    default paths; ``SSL_CERT_FILE``/``SSL_CERT_DIR`` override them) plus the ``*.crt`` files
+    in ``certs.d/REGISTRY/``; without, no certificate or name check at all (an insecure
+    registry, as docker). A ``NAME.cert``/``NAME.key`` pair there is offered as the client
+    certificate either way. Raises ``ConfigInvalid`` for an unpaired client file or a file
+    that is not a certificate (or key) in PEM."""
+    from ..config import ConfigInvalid
+    certs = config.certs(registry)
+    if verify:
+        ctx = ssl.create_default_context()
+    else:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    try:
+        if verify:
+            for ca in certs.ca_files:
+                ctx.load_verify_locations(cafile=ca)
+        for cert, key in certs.client_pairs:
+            def no_password(key: str = key) -> bytes:
+                # never OpenSSL's prompt on the terminal
+                raise ConfigInvalid(f"{key}: the client key is encrypted; docker needs an "
+                                    f"unencrypted one too")
+
+            ctx.load_cert_chain(cert, key, password=no_password)
+    except (ssl.SSLError, OSError) as e:
+        raise ConfigInvalid(f"{certs.directory}: cannot load a certificate: "
+                            f"{getattr(e, 'reason', None) or e}") from None
+    return ctx
+
+
+def _ssl_error(exc: BaseException) -> ssl.SSLError | None:
+    """The ``ssl.SSLError`` behind an httpx error (httpx wraps httpcore's, which wraps it)."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        if isinstance(e, ssl.SSLError):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
+
+
+#: OpenSSL verify codes -> the words docker's Go client uses (x509: ...)
+_X509_WORDS = {
+    2: "certificate signed by unknown authority",    # unable to get issuer certificate
+    9: "certificate has expired or is not yet valid",
+    10: "certificate has expired or is not yet valid",
+    18: "certificate signed by unknown authority",   # self-signed certificate
+    19: "certificate signed by unknown authority",   # self-signed certificate in chain
+    20: "certificate signed by unknown authority",   # unable to get local issuer
+    21: "certificate signed by unknown authority",   # unable to verify the first certificate
+}
+
+
+#: TLS alerts a server sends about the client's certificate
+_CLIENT_CERT_ALERTS = frozenset({
+    "SSLV3_ALERT_BAD_CERTIFICATE", "SSLV3_ALERT_UNSUPPORTED_CERTIFICATE",
+    "SSLV3_ALERT_CERTIFICATE_REVOKED", "SSLV3_ALERT_CERTIFICATE_EXPIRED",
+    "SSLV3_ALERT_CERTIFICATE_UNKNOWN", "TLSV13_ALERT_CERTIFICATE_REQUIRED",
+    "TLSV1_ALERT_UNKNOWN_CA"})
+
+
+def speaks_plain_http(host: str, port: int, timeout: float = 5.0) -> bool:
+    """True if the server at ``host:port`` answers a TLS ClientHello with plain HTTP (what Go
+    reports as "server gave HTTP response to HTTPS client"). Only the handshake's first
+    message is sent: no request, no credentials leave in clear text."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(incoming, outgoing, server_hostname=host)
+    with contextlib.suppress(ssl.SSLWantReadError):
+        obj.do_handshake()
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.sendall(outgoing.read())
+            head = b""
+            while len(head) < 5:
+                data = sock.recv(5 - len(head))
+                if not data:
+                    break
+                head += data
+    except OSError:
+        return False
+    return head.startswith(b"HTTP/")
+
+
+def _split_host_port(registry: str) -> tuple[str, int]:
+    if registry.startswith("["):
+        host, _, rest = registry[1:].partition("]")
+        return host, int(rest[1:]) if rest.startswith(":") else 443
+    host, sep, port = registry.rpartition(":")
+    if sep and port.isdigit():
+        return host, int(port)
+    return registry, 443
 
 
 # -- reporting ---------------------------------------------------------------------------------
@@ -262,9 +371,11 @@ class RegistrySession:
         self.registry = registry
         self.config = config or ClientConfig.load()
         self.credentials = credentials or self.config.credentials(registry)
+        self.insecure = self.config.is_insecure(registry)
         self._client = httpx.Client(timeout=httpx.Timeout(timeout, connect=10.0),
                                     headers={"User-Agent": USER_AGENT},
-                                    verify=not self.config.is_insecure(registry),
+                                    verify=ssl_context(self.config, registry,
+                                                       verify=not self.insecure),
                                     follow_redirects=True)
         self._base: str | None = None
         self._basic = False
@@ -288,20 +399,58 @@ class RegistrySession:
             self._base = self._probe()
         return self._base
 
+    def _tls_failure(self, exc: BaseException) -> str | None:
+        """Say what went wrong in a failed HTTPS probe of a registry that must use HTTPS, and
+        how to fix it; None when it was not a TLS problem (connection refused...)."""
+        err = _ssl_error(exc)
+        if err is None:
+            return None
+        allow = (f"add {self.registry!r} to insecure-registries in {self.config.path} "
+                 f"(as docker's daemon.json)")
+        if isinstance(err, ssl.SSLCertVerificationError):
+            code = err.verify_code
+            if code == 62:  # hostname mismatch
+                x509 = f"certificate is not valid for {_split_host_port(self.registry)[0]}"
+            else:
+                x509 = _X509_WORDS.get(code, err.verify_message or str(err))
+            ca = f"{self.config.certs_dir}/{self.registry}/ca.crt"
+            return (f"TLS certificate verification failed: x509: {x509} "
+                    f"({err.verify_message}); to trust this registry put its CA certificate "
+                    f"in {ca}, or to skip verification {allow}")
+        host, port = _split_host_port(self.registry)
+        if speaks_plain_http(host, port):
+            return (f"http: server gave HTTP response to HTTPS client: {self.registry} "
+                    f"speaks plain HTTP, which is refused for a registry that is not "
+                    f"insecure; to allow it {allow}")
+        reason = err.reason or str(err)
+        if reason in _CLIENT_CERT_ALERTS:
+            # the server complains about a certificate: ours (it checks no other)
+            return (f"TLS handshake failed: the registry refused the client certificate, or "
+                    f"wants one ({reason}); put a certificate it accepts and its key as "
+                    f"NAME.cert and NAME.key in {self.config.certs_dir}/{self.registry}/")
+        return f"TLS handshake failed: {reason}"
+
     def _probe(self) -> str:
         if is_loopback(self.registry):
-            schemes = ["http"]
-        elif self.config.is_insecure(self.registry):
+            # plain HTTP first: the usual local registry answers without a failed handshake;
+            # a TLS one on localhost still works through the second try
+            schemes = ["http", "https"]
+        elif self.insecure:
             schemes = ["https", "http"]  # docker tries TLS first for an insecure registry
         else:
             schemes = ["https"]
-        last: Exception | None = None
+        failures: list[str] = []
         for scheme in schemes:
             url = f"{scheme}://{self.registry}"
             try:
                 resp = self._client.get(f"{url}/v2/")
             except httpx.HTTPError as e:
-                last = e
+                failures.append(f"{url}/v2/: {str(e) or type(e).__name__}")
+                if schemes == ["https"]:
+                    problem = self._tls_failure(e)
+                    if problem is not None:
+                        raise RegistryUnreachable(f"cannot reach registry {self.registry}: "
+                                                  f"{problem}") from None
                 continue
             if resp.status_code == 401:
                 self._challenge = Challenge.parse(resp.headers.get("www-authenticate", ""))
@@ -309,15 +458,13 @@ class RegistrySession:
                         and self.credentials is not None):
                     self._basic = True  # send them up front: saves a 401 per request
             elif resp.status_code != 200:
-                last = ImageSimError(f"{url}/v2/ answered HTTP {resp.status_code}: not a "
-                                     f"registry")
+                # e.g. docker's registry answers 400 to plain HTTP on its TLS port
+                failures.append(f"{url}/v2/ answered HTTP {resp.status_code}: not a "
+                                f"registry")
                 continue
             return url
-        hint = ""
-        if schemes == ["https"]:
-            hint = (f" (to use plain HTTP, add {self.registry!r} to insecure-registries in "
-                    f"{self.config.path})")
-        raise RegistryUnreachable(f"cannot reach registry {self.registry}: {last}{hint}")
+        raise RegistryUnreachable(f"cannot reach registry {self.registry}: "
+                                  + "; ".join(failures))
 
     def url(self, path: str) -> str:
         return path if path.startswith(("http://", "https://")) else self.base + path
@@ -363,8 +510,10 @@ class RegistrySession:
             raise RegistryUnreachable(f"token service {challenge.params['realm']}: {e}") \
                 from None
         if resp.status_code in (401, 403):
-            raise Unauthorized(f"{self.registry}: unauthorized: the token service refused "
-                               f"the credentials")
+            what = ("incorrect username or password" if self.credentials is not None
+                    else "authentication required")
+            raise Unauthorized(f"{self.registry}: unauthorized: {what} (refused by the token "
+                               f"service {challenge.params['realm']})")
         _raise_for(resp, "token request")
         body = resp.json()
         token = body.get("token") or body.get("access_token")
@@ -714,6 +863,8 @@ def push(store: Any, ref: Reference | str, *, config: ClientConfig | None = None
         digest = sess.put_manifest(repo, r.digest or tag, image.manifest_bytes,
                                    image.media_type)
         _remember_sources(store, registry, repo, [d.digest for d in layers])
+        with contextlib.suppress(ImageSimError):  # docker records RepoDigests on push too
+            store.add_repo_digest(r, image.digest)
         rep.status(None, f"{tag}: digest: {digest} size: {len(image.manifest_bytes)}")
         return PushResult(digest, len(image.manifest_bytes), outcome)
     finally:
@@ -779,6 +930,7 @@ def pull(store: Any, ref: Reference | str, *, config: ClientConfig | None = None
     try:
         if not r.tag_given and r.digest is None:
             rep.status(None, "Using default tag: latest")
+        _ = sess.base  # reach the registry first: a TLS or connection error comes alone
         rep.status(None, f"{r.digest or r.tag}: Pulling from {repo}")
         data, media_type, top = sess.get_manifest(repo, r.reference)
         manifest_bytes, manifest_digest = data, top
@@ -828,6 +980,7 @@ def pull(store: Any, ref: Reference | str, *, config: ClientConfig | None = None
                     store.discard_unused(new, lease=lease_id)
                 raise
         _remember_sources(store, registry, repo, [d.digest for d in m.layers])
+        store.add_repo_digest(r, image.digest)
         up_to_date = before is not None and before == image.digest
         rep.status(None, f"Digest: {top}")
         if up_to_date:

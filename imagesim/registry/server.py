@@ -19,7 +19,8 @@ Endpoints (``NAME`` may contain ``/``; ``REF`` is a tag or a digest)::
 Running it:
 
 * ``serve(addr, root, htpasswd=None, auth="none")`` blocks serving (the CLI's ``registry
-  serve``).
+  serve``); with ``tls_cert``/``tls_key`` (PEM files, docker's ``http.tls.certificate`` and
+  ``http.tls.key``) it serves HTTPS.
 * ``ServerThread(root, ...)`` runs it in a thread on 127.0.0.1 with a free port (tests, tour).
 * ``start_background(addr, root, ...) -> pid`` starts ``imagesim registry serve`` as a detached
   process and returns its pid once the port answers; ``stop_background(pid)`` stops it. These
@@ -36,6 +37,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -63,6 +65,8 @@ from ..errors import (
 )
 from .auth import SERVICE, Access, Htpasswd, TokenIssuer, basic_credentials, granted, parse_scopes
 from .storage import (
+    DEFAULT_PURGE_INTERVAL,
+    DEFAULT_UPLOAD_EXPIRY,
     DOCKER_LIST,
     DOCKER_MANIFEST,
     IMAGE_TYPES,
@@ -72,6 +76,7 @@ from .storage import (
     OCI_MANIFEST,
     RegistryStorage,
     check_name,
+    parse_duration,
     parse_manifest,
 )
 
@@ -188,7 +193,8 @@ class Registry:
 
     def __init__(self, storage: RegistryStorage, *, auth: str = "none",
                  htpasswd: Htpasswd | None = None, anonymous_pull: bool = False,
-                 token_key: bytes | None = None) -> None:
+                 token_key: bytes | None = None,
+                 upload_purge_interval: float | None = DEFAULT_PURGE_INTERVAL) -> None:
         if auth not in AUTH_MODES:
             raise ValueError(f"auth must be one of {AUTH_MODES}, not {auth!r}")
         if auth != "none" and htpasswd is None:
@@ -199,6 +205,11 @@ class Registry:
         self.anonymous_pull = anonymous_pull
         self.tokens = TokenIssuer(token_key)
         self._locks: dict[str, asyncio.Lock] = {}
+        #: seconds between two purges of expired upload sessions (None: never); the first
+        #: purge runs now, at startup
+        self.upload_purge_interval = upload_purge_interval
+        if upload_purge_interval is not None and storage.purge_due(upload_purge_interval):
+            storage.purge_uploads()
 
     # auth
     def _challenge(self, request: Request, needed: list[Access], error: str | None) -> str:
@@ -299,6 +310,7 @@ class Registry:
             self, f"{kind}_{request.method.lower()}", None)
         if handler is None:
             raise Unsupported(f"{request.method} is not supported on /v2/{path}")
+        await self._purge_uploads_if_due()
         return await handler(request, name, **params)
 
     def _pull(self, name: str) -> list[Access]:
@@ -435,6 +447,17 @@ class Registry:
         return Response(status_code=202)
 
     # uploads
+    async def _purge_uploads_if_due(self) -> None:
+        """Purge expired upload sessions when ``upload_purge_interval`` has passed since the
+        last purge: the periodic part of upload purging, run by the request that finds it
+        due (an idle server has nobody to serve an expired session to; each session is also
+        checked for expiry whenever it is used)."""
+        interval = self.upload_purge_interval
+        if interval is None or not self.storage.purge_due(interval):
+            return
+        for upload_id in await asyncio.to_thread(self.storage.purge_uploads):
+            self._locks.pop(upload_id, None)
+
     def _url(self, request: Request, path: str) -> str:
         return str(request.base_url).rstrip("/") + path
 
@@ -608,9 +631,34 @@ class _ApiVersionMiddleware:
         await self.app(scope, receive, send_with_header)
 
 
+_PURGING_ENV = "REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_"
+
+
+def upload_purging(expiry: float | None = None, interval: float | None = None
+                   ) -> tuple[float | None, float | None]:
+    """(expiry, interval) in seconds for upload purging: the values given, else the reference
+    registry's environment overrides (``REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_AGE``,
+    ``_INTERVAL`` as Go durations, ``_ENABLED=false`` turns purging off: ``(None, None)``),
+    else 24h and 1h. Raises ``ValueError`` for a malformed or non-positive value."""
+    env = os.environ
+    if expiry is None and interval is None and \
+            env.get(_PURGING_ENV + "ENABLED", "").strip().lower() == "false":
+        return None, None
+    if expiry is None:
+        raw = env.get(_PURGING_ENV + "AGE")
+        expiry = parse_duration(raw) if raw else DEFAULT_UPLOAD_EXPIRY
+    if interval is None:
+        raw = env.get(_PURGING_ENV + "INTERVAL")
+        interval = parse_duration(raw) if raw else DEFAULT_PURGE_INTERVAL
+    if not expiry > 0 or not interval > 0:
+        raise ValueError("upload expiry and purge interval must be positive")
+    return expiry, interval
+
+
 def create_app(root: str | os.PathLike, *, htpasswd: str | os.PathLike | None = None,
                auth: str | None = None, anonymous_pull: bool = False, fsync: bool = True,
-               token_key: bytes | None = None) -> Any:
+               token_key: bytes | None = None, upload_expiry: float | None = None,
+               upload_purge_interval: float | None = None) -> Any:
     """The ASGI app serving the registry stored at ``root``. ``auth`` is ``"none"``,
     ``"basic"`` or ``"token"`` (default: ``"basic"`` when ``htpasswd`` is given, else
     ``"none"``). Raises ``ValueError`` for an auth mode without an htpasswd file, and
@@ -618,8 +666,10 @@ def create_app(root: str | os.PathLike, *, htpasswd: str | os.PathLike | None = 
     if auth is None:
         auth = "basic" if htpasswd is not None else "none"
     users = Htpasswd(htpasswd) if htpasswd is not None else None
-    reg = Registry(RegistryStorage(root, fsync=fsync), auth=auth, htpasswd=users,
-                   anonymous_pull=anonymous_pull, token_key=token_key)
+    expiry, interval = upload_purging(upload_expiry, upload_purge_interval)
+    reg = Registry(RegistryStorage(root, fsync=fsync, upload_expiry=expiry), auth=auth,
+                   htpasswd=users, anonymous_pull=anonymous_pull, token_key=token_key,
+                   upload_purge_interval=interval)
 
     async def on_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ImageSimError)
@@ -662,23 +712,59 @@ def parse_addr(addr: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _config(app: Any, host: str, port: int | None = None, *,
-            access_log: bool = False) -> uvicorn.Config:
+def _config(app: Any, host: str, port: int | None = None, *, access_log: bool = False,
+            tls_cert: str | os.PathLike | None = None,
+            tls_key: str | os.PathLike | None = None) -> uvicorn.Config:
+    # TLS as docker's registry does it (http.tls.certificate / http.tls.key): a PEM
+    # certificate chain and its key; uvicorn wraps the listening socket
     return uvicorn.Config(app, host=host, port=port or 0,
                           log_level="info" if access_log else "warning",
                           access_log=access_log, timeout_keep_alive=30, lifespan="off",
-                          server_header=False)
+                          server_header=False,
+                          ssl_certfile=os.fspath(tls_cert) if tls_cert else None,
+                          ssl_keyfile=os.fspath(tls_key) if tls_key else None)
+
+
+def check_tls_files(tls_cert: str | os.PathLike | None,
+                    tls_key: str | os.PathLike | None) -> None:
+    """Load the certificate and key once, so a bad pair is a clear error before the port is
+    bound. Raises ``ValueError`` when only one is given or they do not load (not PEM, or the
+    key does not match the certificate), ``OSError`` when a file cannot be read."""
+    if tls_cert is None and tls_key is None:
+        return
+    if tls_cert is None or tls_key is None:
+        raise ValueError("TLS needs both a certificate and its key")
+    for path in (tls_cert, tls_key):
+        with open(path, "rb"):
+            pass  # ENOENT/EACCES as an OSError naming the file
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+
+    def no_password() -> bytes:
+        # never OpenSSL's prompt on the terminal (a background server has none)
+        raise ValueError(f"the TLS key {os.fspath(tls_key)} is encrypted: give an "
+                         f"unencrypted key (docker's registry needs one too)")
+
+    try:
+        ctx.load_cert_chain(os.fspath(tls_cert), os.fspath(tls_key), password=no_password)
+    except ssl.SSLError as e:
+        raise ValueError(f"cannot use TLS certificate {os.fspath(tls_cert)} with key "
+                         f"{os.fspath(tls_key)}: {e.reason or e}") from None
 
 
 def serve(addr: str, root: str | os.PathLike, htpasswd: str | os.PathLike | None = None,
           auth: str | None = None, *, anonymous_pull: bool = False,
-          access_log: bool = False) -> None:
+          access_log: bool = False, tls_cert: str | os.PathLike | None = None,
+          tls_key: str | os.PathLike | None = None, upload_expiry: float | None = None,
+          upload_purge_interval: float | None = None) -> None:
     """Serve the registry at ``root`` on ``addr`` until SIGINT/SIGTERM (blocks), logging one
-    line per request to stderr when ``access_log`` (what ``docker logs registry`` shows). Raises
-    ``ValueError`` for a bad address or auth mode, ``OSError`` (EADDRINUSE...) if the port
-    cannot be bound."""
+    line per request to stderr when ``access_log`` (what ``docker logs registry`` shows); over
+    HTTPS when ``tls_cert``/``tls_key`` (PEM) are given. Raises ``ValueError`` for a bad
+    address, auth mode or TLS pair, ``OSError`` (EADDRINUSE, ENOENT...) if the port cannot be
+    bound or a file cannot be read."""
     host, port = parse_addr(addr)
-    app = create_app(root, htpasswd=htpasswd, auth=auth, anonymous_pull=anonymous_pull)
+    check_tls_files(tls_cert, tls_key)
+    app = create_app(root, htpasswd=htpasswd, auth=auth, anonymous_pull=anonymous_pull,
+                     upload_expiry=upload_expiry, upload_purge_interval=upload_purge_interval)
     # bind first so a busy port is a clear OSError rather than a uvicorn log line and exit
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -689,28 +775,36 @@ def serve(addr: str, root: str | os.PathLike, htpasswd: str | os.PathLike | None
         sock.close()
         raise
     sock.listen(128)
-    server = uvicorn.Server(_config(app, host, port, access_log=access_log))
+    server = uvicorn.Server(_config(app, host, port, access_log=access_log,
+                                    tls_cert=tls_cert, tls_key=tls_key))
     server.run(sockets=[sock])
 
 
 class ServerThread:
     """The registry served by uvicorn in a background thread on 127.0.0.1 (port 0 picks a free
-    port). ``url`` and ``host`` (``127.0.0.1:PORT``) are set once it accepts connections.
+    port). ``url`` and ``host`` (``127.0.0.1:PORT``) are set once it accepts connections;
+    ``url`` is ``https://`` when ``tls_cert``/``tls_key`` are given.
     Use as a context manager, or ``start()``/``stop()``."""
 
     def __init__(self, root: str | os.PathLike, *, htpasswd: str | os.PathLike | None = None,
                  auth: str | None = None, port: int = 0, anonymous_pull: bool = False,
-                 fsync: bool = True) -> None:
+                 fsync: bool = True, tls_cert: str | os.PathLike | None = None,
+                 tls_key: str | os.PathLike | None = None, upload_expiry: float | None = None,
+                 upload_purge_interval: float | None = None) -> None:
+        check_tls_files(tls_cert, tls_key)
         self.app = create_app(root, htpasswd=htpasswd, auth=auth,
-                              anonymous_pull=anonymous_pull, fsync=fsync)
+                              anonymous_pull=anonymous_pull, fsync=fsync,
+                              upload_expiry=upload_expiry,
+                              upload_purge_interval=upload_purge_interval)
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind(("127.0.0.1", port))
         self._sock.listen(128)
         self.port = self._sock.getsockname()[1]
         self.host = f"127.0.0.1:{self.port}"
-        self.url = f"http://{self.host}"
-        self._server = uvicorn.Server(_config(self.app, "127.0.0.1", self.port))
+        self.url = f"{'https' if tls_cert else 'http'}://{self.host}"
+        self._server = uvicorn.Server(_config(self.app, "127.0.0.1", self.port,
+                                              tls_cert=tls_cert, tls_key=tls_key))
         self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         self._thread = threading.Thread(target=self._server.run,
                                         kwargs={"sockets": [self._sock]}, daemon=True)
@@ -741,30 +835,42 @@ class ServerThread:
 _children: dict[int, subprocess.Popen] = {}
 
 
-def _answers(host: str, port: int) -> bool:
-    """True once something on host:port answers an HTTP request to /v2/ (any status)."""
+def _answers(host: str, port: int, *, tls: bool = False) -> bool:
+    """True once something on host:port answers an HTTP request to /v2/ (any status); over
+    TLS without verification when ``tls`` (only "is it up" is asked)."""
     try:
-        with socket.create_connection((host, port), timeout=0.5) as s:
+        with socket.create_connection((host, port), timeout=0.5) as raw:
+            s = raw
+            if tls:
+                ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+                s = ctx.wrap_socket(raw, server_hostname=host)
             s.sendall(b"GET /v2/ HTTP/1.1\r\nHost: " + host.encode() + b"\r\n"
                       b"Connection: close\r\n\r\n")
             return s.recv(12).startswith(b"HTTP/1.")
-    except OSError:
+    except OSError:  # ssl.SSLError included
         return False
 
 
 def start_background(addr: str, root: str | os.PathLike, *,
                      htpasswd: str | os.PathLike | None = None, auth: str | None = None,
                      log_path: str | os.PathLike | None = None,
-                     timeout: float = 20.0) -> int:
+                     timeout: float = 20.0, tls_cert: str | os.PathLike | None = None,
+                     tls_key: str | os.PathLike | None = None) -> int:
     """Start ``imagesim registry serve --addr ADDR --root ROOT`` as a detached process (its own
     session, stdin from /dev/null, output to ``log_path`` or discarded) and return its pid once
-    ``http://ADDR/v2/`` answers. ``root`` is created if missing.
+    ``http://ADDR/v2/`` answers (``https://`` with ``tls_cert``/``tls_key``, docker's
+    ``REGISTRY_HTTP_TLS_CERTIFICATE``/``REGISTRY_HTTP_TLS_KEY``). ``root`` is created if
+    missing; a bad TLS pair is a ``ValueError`` before anything starts.
 
     Raises ``OSError(EADDRINUSE)`` if something already answers on the port, and
     ``OSError(ETIMEDOUT)`` / ``ChildProcessError`` (with the log's last lines) if the server
     does not come up or exits first. Stop it with ``stop_background(pid)``."""
     host, port = parse_addr(addr)
-    if _answers(host, port):
+    check_tls_files(tls_cert, tls_key)
+    tls = tls_cert is not None
+    if _answers(host, port) or _answers(host, port, tls=True):
         raise OSError(errno.EADDRINUSE, f"something already listens on {host}:{port}")
     os.makedirs(root, exist_ok=True)
     cmd = [sys.executable, "-m", "imagesim", "registry", "serve", "--addr",
@@ -773,6 +879,8 @@ def start_background(addr: str, root: str | os.PathLike, *,
         cmd += ["--htpasswd", os.fspath(htpasswd)]
     if auth is not None:
         cmd += ["--auth", auth]
+    if tls:
+        cmd += ["--tls-cert", os.fspath(tls_cert), "--tls-key", os.fspath(tls_key)]  # type: ignore[arg-type]
     log = open(log_path, "ab") if log_path is not None else subprocess.DEVNULL  # noqa: SIM115
     env = dict(os.environ)
     pkg_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -795,7 +903,7 @@ def start_background(addr: str, root: str | os.PathLike, *,
                     tail = f.read()[-2000:].decode(errors="replace")
             raise ChildProcessError(f"registry server exited with status {proc.returncode}"
                                     + (f":\n{tail}" if tail else ""))
-        if _answers(host, port):
+        if _answers(host, port, tls=tls):
             return proc.pid
         if time.monotonic() > deadline:
             stop_background(proc.pid)

@@ -70,6 +70,39 @@ IMAGE_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
 INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_LIST})
 MANIFEST_TYPES = IMAGE_TYPES | INDEX_TYPES
 
+#: upload sessions untouched for longer than this are purged (the reference registry's
+#: ``storage.maintenance.uploadpurging.age``, whose default is 168h; ours is a day)
+DEFAULT_UPLOAD_EXPIRY = 24 * 3600.0
+#: how often a running server looks for expired sessions (``uploadpurging.interval``)
+DEFAULT_PURGE_INTERVAL = 3600.0
+
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0,
+                   "h": 3600.0, "d": 86400.0}
+_DURATION_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h|d)")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a duration written as Go writes them (``168h``, ``1h30m``, ``90s``,
+    ``250ms``; also ``2d``), or a plain number of seconds. Raises ``ValueError`` for anything
+    else, and for a negative duration."""
+    t = text.strip()
+    try:
+        seconds = float(t)
+    except ValueError:
+        pos = 0
+        seconds = 0.0
+        for m in _DURATION_RE.finditer(t):
+            if m.start() != pos:
+                break
+            seconds += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+            pos = m.end()
+        if pos != len(t) or not t:
+            raise ValueError(f"invalid duration {text!r} (examples: 24h, 90m, 1h30m, 45s)"
+                             ) from None
+    if not seconds >= 0:
+        raise ValueError(f"invalid duration {text!r}: must not be negative")
+    return seconds
+
 
 def check_name(name: str) -> str:
     """Return ``name`` if it is a valid repository name; raise ``NameInvalid`` otherwise
@@ -221,6 +254,18 @@ def parse_manifest(data: bytes, content_type: str | None) -> ParsedManifest:
 
 # -- uploads -----------------------------------------------------------------------------------
 
+def _last_active(path: str, upload_id: str = "") -> float:
+    """The newest mtime of an upload session directory and what it holds (``data`` grows
+    with every chunk); ``BlobUploadUnknown`` if the session is gone."""
+    times = []
+    for p in (path, os.path.join(path, "data"), os.path.join(path, "info.json")):
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            times.append(os.stat(p).st_mtime)
+    if not times:
+        raise BlobUploadUnknown(f"upload {upload_id} is unknown")
+    return max(times)
+
+
 class _HashState:
     """The running hash of an upload session, kept in memory between requests so a chunked
     upload is hashed once, as it arrives. Lost on restart: then commit re-reads the file."""
@@ -242,6 +287,11 @@ class Upload:
         self.id = upload_id
         self.dir = os.path.join(storage.uploads_dir, upload_id)
         self.data_path = os.path.join(self.dir, "data")
+
+    def last_active(self) -> float:
+        """When the session last changed (started, or received a chunk), as a Unix time;
+        ``BlobUploadUnknown`` if it is gone."""
+        return _last_active(self.dir, self.id)
 
     @property
     def offset(self) -> int:
@@ -355,7 +405,16 @@ class RegistryStorage:
     Thread-safe for the server's use: every write is atomic on disk, and concurrent uploads of
     the same blob both succeed (the second finds it present)."""
 
-    def __init__(self, root: str | os.PathLike, *, fsync: bool = True) -> None:
+    def __init__(self, root: str | os.PathLike, *, fsync: bool = True,
+                 upload_expiry: float | None = DEFAULT_UPLOAD_EXPIRY) -> None:
+        """``upload_expiry``: seconds after its last activity that an upload session expires
+        (``None``: never); an expired session is unknown (``BLOB_UPLOAD_UNKNOWN``) and
+        ``purge_uploads`` deletes it."""
+        if upload_expiry is not None and not upload_expiry > 0:
+            raise ValueError(f"upload_expiry must be positive, not {upload_expiry!r}")
+        self.upload_expiry = upload_expiry
+        self._purge_lock = threading.Lock()
+        self._last_purge: float | None = None
         self.root = os.fspath(root)
         self.blobs = FileBlobStore(self.root, fsync=fsync)
         self.fsync = fsync
@@ -467,7 +526,55 @@ class RegistryStorage:
             raise BlobUploadUnknown(f"upload {upload_id!r} is unknown") from None
         if info.get("name") != name:
             raise BlobUploadUnknown(f"upload {upload_id!r} is unknown in {name}")
+        if self.upload_expiry is not None and \
+                time.time() - up.last_active() >= self.upload_expiry:
+            # expired but not purged yet: it is gone for clients all the same
+            up.cancel()
+            raise BlobUploadUnknown(f"upload {upload_id!r} has expired")
         return up
+
+    def purge_uploads(self, older_than: float | None = None, *, dry_run: bool = False,
+                      now: float | None = None) -> list[str]:
+        """Delete the upload sessions (and stray entries of ``uploads/``) whose last activity
+        is ``older_than`` seconds or more ago (default: ``upload_expiry``; nothing when that
+        is ``None``); returns their ids, sorted. What the reference registry's upload purging
+        does, by the time of last activity rather than of the start, so a slow upload that
+        keeps sending chunks is never cut off. Safe while the server runs: a session that
+        gets a chunk meanwhile is at worst gone, and its client gets BLOB_UPLOAD_UNKNOWN."""
+        age = self.upload_expiry if older_than is None else older_than
+        if age is None:
+            return []
+        now = time.time() if now is None else now
+        gone = []
+        for entry in _listdir(self.uploads_dir):
+            path = os.path.join(self.uploads_dir, entry)
+            try:
+                last = _last_active(path, entry)
+            except BlobUploadUnknown:
+                continue
+            if now - last < age:
+                continue
+            gone.append(entry)
+            if dry_run:
+                continue
+            self._hashes.pop(entry, None)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+        return sorted(gone)
+
+    def purge_due(self, interval: float) -> bool:
+        """True (and the clock restarted) when the last ``purge_uploads`` run through this
+        method was ``interval`` seconds ago or more, or never happened: the periodic check of
+        a running server, cheap enough for every request."""
+        with self._purge_lock:
+            now = time.monotonic()
+            if self._last_purge is not None and now - self._last_purge < interval:
+                return False
+            self._last_purge = now
+            return True
 
     # manifests
     def put_manifest(self, name: str, reference: str, data: bytes,
@@ -631,11 +738,15 @@ class RegistryStorage:
                     yield Digest.parse(f"{algorithm}:{hexpart}")
 
     # garbage collection
-    def gc(self, *, dry_run: bool = False, upload_grace: float = 3600.0) -> GcResult:
+    def gc(self, *, dry_run: bool = False, upload_grace: float | None = None) -> GcResult:
         """Remove blobs no manifest references (mark: every manifest of every repository and
         the blobs and child manifests it names; sweep: the rest), their repository links, and
-        upload sessions and temporaries older than ``upload_grace`` seconds. Run it while no
-        push is in progress (as with ``registry garbage-collect``)."""
+        upload sessions and temporaries idle for ``upload_grace`` seconds (default: an hour,
+        or ``upload_expiry`` when that is shorter). Run it while no push is in progress (as
+        with ``registry garbage-collect``). ``dry_run`` changes nothing; its
+        ``uploads_removed`` counts the sessions that would go."""
+        if upload_grace is None:
+            upload_grace = min(3600.0, self.upload_expiry or 3600.0)
         marked: set[Digest] = set()
         all_repos = []
         for dirpath, dirnames, _ in os.walk(self.repos_dir):
@@ -659,7 +770,6 @@ class RegistryStorage:
                 freed += self.blobs.size(digest)
             if not dry_run:
                 self.blobs.delete(digest)
-        uploads = 0
         if not dry_run:
             gone = set(removed)
             for repo in all_repos:
@@ -669,14 +779,10 @@ class RegistryStorage:
                         with contextlib.suppress(DigestInvalid):
                             if Digest.parse(f"{algorithm}:{hexpart}") in gone:
                                 os.unlink(os.path.join(layers, algorithm, hexpart))
-            now = time.time()
-            for entry in os.listdir(self.uploads_dir):
-                path = os.path.join(self.uploads_dir, entry)
-                with contextlib.suppress(FileNotFoundError):
-                    if now - os.stat(path).st_mtime >= upload_grace:
-                        shutil.rmtree(path, ignore_errors=True)
-                        uploads += 1
+            uploads = len(self.purge_uploads(upload_grace))
             self.blobs.sweep_temporaries(older_than=upload_grace)
+        else:
+            uploads = len(self.purge_uploads(upload_grace, dry_run=True))
         return GcResult(tuple(removed), freed, uploads, len(marked))
 
 
@@ -689,7 +795,8 @@ class GcResult:
 
 
 __all__ = [
-    "DOCKER_LIST", "DOCKER_MANIFEST", "INDEX_TYPES", "MANIFEST_MAX", "MANIFEST_TYPES",
-    "OCI_INDEX", "OCI_MANIFEST", "GcResult", "RegistryStorage",
-    "StoredManifest", "Upload", "check_name", "check_tag", "parse_manifest", "write_atomic",
+    "DEFAULT_PURGE_INTERVAL", "DEFAULT_UPLOAD_EXPIRY", "DOCKER_LIST", "DOCKER_MANIFEST",
+    "INDEX_TYPES", "MANIFEST_MAX", "MANIFEST_TYPES", "OCI_INDEX", "OCI_MANIFEST", "GcResult",
+    "RegistryStorage", "StoredManifest", "Upload", "check_name", "check_tag", "parse_duration",
+    "parse_manifest", "write_atomic",
 ]

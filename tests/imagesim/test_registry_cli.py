@@ -77,3 +77,46 @@ def test_registry_serve_usage_errors(tmp_path, env):
     assert r.returncode == 125 and "--htpasswd" in r.stderr
     r = run(env, "login", ok=False)
     assert r.returncode == 125
+    r = run(env, "registry", "serve", "--upload-expiry", "5x", ok=False)
+    assert r.returncode == 125 and "--upload-expiry" in r.stderr and "invalid duration" in r.stderr
+
+
+def test_registry_serve_expires_unfinished_uploads(tmp_path, env):
+    """`registry serve --upload-expiry` purges an upload nobody finishes: its id then answers
+    404 BLOB_UPLOAD_UNKNOWN, as the reference registry's upload purging does."""
+    import time
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    base = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "imagesim", "registry", "serve", "-q", "--addr",
+         f"127.0.0.1:{port}", "--root", str(tmp_path / "reg"), "--upload-expiry", "1s",
+         "--upload-purge-interval", "200ms"], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                httpx.get(f"{base}/v2/", timeout=1)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+                assert time.monotonic() < deadline, "registry did not start"
+                time.sleep(0.1)
+        started = httpx.post(f"{base}/v2/left/blobs/uploads/", timeout=5)
+        assert started.status_code == 202
+        location = str(httpx.URL(base).join(started.headers["Location"]))
+        assert httpx.get(location, timeout=5).status_code == 204
+        while True:
+            status = httpx.get(location, timeout=5)
+            if status.status_code == 404:
+                break
+            assert time.monotonic() < deadline + 20, "upload was never purged"
+            time.sleep(0.2)
+        assert status.json()["errors"][0]["code"] == "BLOB_UPLOAD_UNKNOWN"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
