@@ -8,10 +8,12 @@ changeset rules: whiteouts as empty ``.wh.NAME`` files, opaque directories as a
 links to the first path, symlinks, modes with setuid/setgid/sticky, uid/gid, mtimes with
 sub-second precision and xattrs in PAX headers. Output is deterministic: entries sorted,
 no user/group names, fixed gzip header, so the same input gives the same digest. Compression:
-gzip (default; blocks deflated in parallel threads, pigz-style, so two cores compress twice
-as fast while the output stays independent of the thread count), zstd (multi-threaded via
+gzip (default, level ``DEFAULT_GZIP_LEVEL`` = 5, deflated by zlib-ng; 1 MiB blocks deflated
+in parallel threads, pigz-style, so two cores compress twice as fast while the output stays
+independent of the thread count; file content that does not compress, judged from a sample,
+goes out as stored deflate blocks instead of costing deflate time), zstd (multi-threaded via
 ``zstandard``) or none. The tar stream (diff id) and the compressed stream (digest) are hashed
-while they stream: one pass over the bytes.
+while they stream, each in its own thread: one pass over the bytes.
 
 Unpacking (``unpack``): a layer tar (plain, gzip or zstd, sniffed from its first bytes)
 becomes a directory in overlayfs on-disk format, whiteouts and opaque markers written through
@@ -45,6 +47,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
+from zlib_ng import gzip_ng
+from zlib_ng import zlib_ng as _deflate_engine
+
 from unionfs import whiteout as wh
 from unionfs.entry import Entry, Kind
 from unionfs.layer import Layer, walk_layer
@@ -58,7 +63,20 @@ BLOCK = 512
 CHUNK = 1 << 20
 #: parallel deflate block size (pigz uses 128 KiB; bigger blocks cost less per block)
 GZIP_BLOCK = 1 << 20
-DEFAULT_GZIP_LEVEL = 6
+#: the default gzip level. 5, not gzip(1)'s 6: umoci's writer (Go's pgzip at its default
+#: compression, which klauspost/compress maps to its level 5) compresses the benchmark's text
+#: less than zlib-ng's level 5 does, while level 6 deflates that text about 3x slower for
+#: 10% less output (benchmarks/image_bench.py prints every size and CPU time)
+DEFAULT_GZIP_LEVEL = 5
+#: file content pieces at least this long are sampled; when the sample does not compress
+#: (random or already compressed bytes) the piece goes out as deflate "stored" blocks:
+#: deflating it would cost as much CPU as text and save nothing (Go's klauspost/compress,
+#: umoci's deflater, likewise stops searching data without matches)
+STORE_MIN = 8 << 10
+_SAMPLE = 2048
+#: content pieces stored as they are, separated by no more than this (a tar header and its
+#: padding), go out as one stored run
+_STORE_GAP = 2 * BLOCK
 DEFAULT_ZSTD_LEVEL = 3
 COMPRESSIONS = ("gzip", "zstd", "none")
 
@@ -66,6 +84,13 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 #: a fixed gzip header: no name, mtime 0, OS "unknown" (as Go's writer), so output is stable
 _GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+
+
+def deflate_engine_name() -> str:
+    """Which library deflates gzip layers: zlib-ng, a required dependency. It writes the same
+    format with zlib's levels, about 1.5x faster on text, but other bytes than zlib: packing
+    never falls back to the stdlib's zlib, so a tree gives the same digest everywhere."""
+    return f"zlib-ng {getattr(_deflate_engine, 'ZLIBNG_VERSION', '?')}"
 
 
 def default_threads() -> int:
@@ -120,6 +145,53 @@ def tar_header(name: str, *, kind: str, mode: int = 0o644, uid: int = 0, gid: in
     """The header block(s) of one tar entry: a PAX extended header first when anything does
     not fit ustar (long or non-ASCII names, big numbers, sub-second mtime, xattrs).
     ``kind`` is the typeflag character."""
+    if (not xattrs and not devmajor and not devminor and len(name) <= 100
+            and len(linkname) <= 100 and name.isascii() and linkname.isascii()
+            and 0 <= uid < _MAX7 and 0 <= gid < _MAX7 and 0 <= size < _MAX11
+            and 0 <= mtime_ns < _MAX11_NS):
+        # the common entry, in a few operations: a tree of 50k files packs a header each
+        return _plain_header(name.encode(), kind.encode(), mode, uid, gid, size, mtime_ns,
+                             linkname.encode())
+    return _general_header(name, kind=kind, mode=mode, uid=uid, gid=gid, size=size,
+                           mtime_ns=mtime_ns, linkname=linkname, devmajor=devmajor,
+                           devminor=devminor, xattrs=xattrs)
+
+
+_MAX7 = 8 ** 7
+_MAX11 = 8 ** 11
+_MAX11_NS = _MAX11 * 1_000_000_000
+_SPACES = b"        "
+#: the checksum of the bytes every plain header shares (magic, version, device fields and
+#: the checksum field itself counted as spaces)
+_PLAIN_SUM = sum(b"ustar\0" + b"00" + _ZERO8 + _ZERO8 + _SPACES)
+
+
+def _plain_header(bname: bytes, kind: bytes, mode: int, uid: int, gid: int, size: int,
+                  mtime_ns: int, blink: bytes) -> bytes:
+    """``tar_header`` for a short ASCII name and small numbers: byte for byte what the
+    general path writes (a PAX header only for a sub-second mtime)."""
+    sec, frac = divmod(mtime_ns, 1_000_000_000)
+    m = b"%07o\0" % (mode & 0o7777)
+    u = b"%07o\0" % uid
+    g = b"%07o\0" % gid
+    sz = b"%011o\0" % size
+    mt = b"%011o\0" % sec
+    chk = _PLAIN_SUM + sum(bname) + sum(m) + sum(u) + sum(g) + sum(sz) + sum(mt) + \
+        kind[0] + sum(blink)
+    block = _USTAR.pack(bname, m, u, g, sz, mt, b"%06o\0 " % chk, kind, blink, b"ustar\0",
+                        b"00", b"", b"", _ZERO8, _ZERO8, b"", b"")
+    if not frac:
+        return block
+    data = _pax_record("mtime", _ns_text(mtime_ns))
+    base = bname.rstrip(b"/").rpartition(b"/")[2] or b"root"
+    head = _ustar(b"PaxHeaders.0/" + base, 0o644, _ZERO8, _ZERO8, _octal(len(data), 12),
+                  _ZERO12, "x", b"", 0, 0, b"")
+    return head + data + b"\0" * (-len(data) % BLOCK) + block
+
+
+def _general_header(name: str, *, kind: str, mode: int, uid: int, gid: int, size: int,
+                    mtime_ns: int, linkname: str, devmajor: int, devminor: int,
+                    xattrs: Iterable[tuple[str, bytes]]) -> bytes:
     pax: list[bytes] = []
     bname = os.fsencode(name)
     blink = os.fsencode(linkname)
@@ -204,10 +276,16 @@ class _Sink:
         self.tee: _BlockQueue | None = None
         self.threads = threads or default_threads()
         self.diff_hasher = Hasher()
-        # a BlobWriter hashes what it is given: do not hash the same bytes twice
-        self.out_hasher: Hasher | None = None if isinstance(out, BlobWriter) else Hasher()
+        # a BlobWriter hashes what it is given, and an uncompressed blob is the tar: do not
+        # hash the same bytes twice
+        self.out_hasher: Hasher | None = None if isinstance(out, BlobWriter) or \
+            self.compression == "none" else Hasher()
         self.written = 0
-        self.buf = bytearray()
+        #: the tar bytes of the block being gathered (joined once when it is full: one copy)
+        self.pieces: list[bytes] = []
+        self.buffered = 0
+        #: (start, end) of the file content pieces in that block worth sampling
+        self.spans: list[tuple[int, int]] = []
         self.crc = 0
         self._hash_pool = cf.ThreadPoolExecutor(1, thread_name_prefix="layer-hash")
         self._write_pool = cf.ThreadPoolExecutor(1, thread_name_prefix="layer-write")
@@ -235,24 +313,33 @@ class _Sink:
 
     # the tar side ------------------------------------------------------------------------
 
-    def write(self, data: bytes | memoryview) -> None:
-        self.buf += data
-        if len(self.buf) >= GZIP_BLOCK:
+    def write(self, data: bytes | memoryview, content: bool = False) -> None:
+        """Append tar bytes; ``content`` marks a file's data (sampled for compressibility,
+        so random or compressed files are stored instead of deflated)."""
+        if not isinstance(data, bytes):
+            data = bytes(data)  # kept until the block is joined: never a buffer that changes
+        if content and len(data) >= STORE_MIN and self._comp_pool is not None:
+            self.spans.append((self.buffered, self.buffered + len(data)))
+        self.pieces.append(data)
+        self.buffered += len(data)
+        if self.buffered >= GZIP_BLOCK:
             self._flush_block()
 
     def _flush_block(self, final: bool = False) -> None:
-        if not self.buf and not final:
+        if not self.buffered and not final:
             return
-        block = bytes(self.buf)
-        self.buf = bytearray()
+        block = b"".join(self.pieces)
+        self.pieces = []
+        self.buffered = 0
+        spans, self.spans = self.spans, []
         # bounded queues everywhere: memory stays flat whichever stage is slowest
         self._hashes.append(self._hash_pool.submit(self._hash_tar, block))
         while len(self._hashes) > self.threads + 2:
             self._hashes.popleft().result()
         if self.compression == "gzip":
             assert self._comp_pool is not None
-            fut = self._comp_pool.submit(_deflate_block, block, self._prev_tail, self.level,
-                                         final)
+            fut = self._comp_pool.submit(_deflate_block, block, spans, self._prev_tail,
+                                         self.level, final)
             self._prev_tail = block[-32768:] if len(block) >= 32768 else \
                 (self._prev_tail + block)[-32768:]
             self._pending.append(fut)
@@ -273,7 +360,7 @@ class _Sink:
         if self.tee is not None and block:
             self.tee.feed(block)
         if self.compression == "gzip":
-            self.crc = zlib.crc32(block, self.crc)
+            self.crc = _deflate_engine.crc32(block, self.crc)
 
     def _emit(self, data: bytes) -> None:
         self._writes.append(self._write_pool.submit(self._write_out, data))
@@ -307,8 +394,10 @@ class _Sink:
             self.shutdown()
         if self.out_hasher is not None:
             digest = self.out_hasher.digest()
+        elif isinstance(self.out, BlobWriter):
+            digest = self.out.hasher.digest()
         else:
-            digest = self.out.hasher.digest()  # type: ignore[attr-defined]
+            digest = self.diff_hasher.digest()  # uncompressed: the blob is the tar
         return digest, self.written, self.diff_hasher.digest(), self.diff_hasher.size
 
     def shutdown(self) -> None:
@@ -319,17 +408,89 @@ class _Sink:
                 pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _deflate_block(block: bytes, dictionary: bytes, level: int, final: bool) -> bytes:
+def _deflate_block(block: bytes, spans: list[tuple[int, int]], dictionary: bytes,
+                   level: int, final: bool) -> bytes:
     """Raw deflate of one block, primed with the previous 32 KiB (as pigz does), ending on a
-    byte boundary (sync flush) so blocks concatenate into one valid deflate stream."""
-    if dictionary:
-        c = zlib.compressobj(level, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY,
-                             dictionary)
-    else:
-        c = zlib.compressobj(level, zlib.DEFLATED, -15, 9)
-    data = c.compress(block)
-    data += c.flush(zlib.Z_FINISH if final else zlib.Z_SYNC_FLUSH)
-    return data
+    byte boundary (sync flush) so blocks concatenate into one valid deflate stream.
+
+    The content ``spans`` whose sample does not compress go out as stored blocks; the bytes
+    around them are deflated, each run primed with the 32 KiB before it. The choice depends
+    on the bytes alone, so the output does not depend on the thread count."""
+    view = memoryview(block)
+    out: list[bytes] = []
+    pos = 0
+    stored = 0      # how many stored bytes end at pos
+    for start, end in _stored_runs(view, spans):
+        if start > pos:
+            comp = _compressor(level, _window(dictionary, view, pos, stored))
+            out.append(comp.compress(view[pos:start]))
+            out.append(comp.flush(zlib.Z_SYNC_FLUSH))
+        out.append(_stored_blocks(view[start:end], final and end == len(block)))
+        pos, stored = end, end - start
+    if pos < len(block) or not out:
+        comp = _compressor(level, _window(dictionary, view, pos, stored))
+        out.append(comp.compress(view[pos:]))
+        out.append(comp.flush(zlib.Z_FINISH if final else zlib.Z_SYNC_FLUSH))
+    return b"".join(out)
+
+
+def _compressor(level: int, zdict: bytes) -> Any:
+    if zdict:
+        return _deflate_engine.compressobj(level, zlib.DEFLATED, -15, 9,
+                                           zlib.Z_DEFAULT_STRATEGY, zdict)
+    return _deflate_engine.compressobj(level, zlib.DEFLATED, -15, 9)
+
+
+def _window(dictionary: bytes, view: memoryview, pos: int, stored: int = 0) -> bytes:
+    """The 32 KiB of the stream before ``pos`` (a deflate back-reference reaches that far),
+    or none when the ``stored`` bytes just before fill it: they did not compress, so priming
+    the compressor with them would cost time and find nothing."""
+    if stored >= 32768:
+        return b""
+    if pos >= 32768:
+        return bytes(view[pos - 32768:pos])
+    return (dictionary + bytes(view[:pos]))[-32768:]
+
+
+def _incompressible(view: memoryview) -> bool:
+    """Whether ``view`` looks like random or already compressed bytes: up to 2 KiB from its
+    start and as much from its middle (an eighth of it each for a small piece, so testing
+    costs little beside deflating), deflated at level 2 (the fastest with dynamic Huffman
+    codes, so bytes with a skewed distribution count as compressible), save under 2%."""
+    n = min(_SAMPLE, len(view) // 8)
+    mid = len(view) // 2
+    sample = bytes(view[:n]) + bytes(view[mid:mid + n])
+    c = _deflate_engine.compressobj(2, zlib.DEFLATED, -15, 8)
+    size = len(c.compress(sample)) + len(c.flush())
+    return size * 50 >= len(sample) * 49
+
+
+def _stored_runs(view: memoryview, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The incompressible spans, neighbours (a tar header apart) merged into one run."""
+    runs: list[tuple[int, int]] = []
+    for start, end in spans:
+        if not _incompressible(view[start:end]):
+            continue
+        if runs and start - runs[-1][1] <= _STORE_GAP:
+            runs[-1] = (runs[-1][0], end)
+        else:
+            runs.append((start, end))
+    return runs
+
+
+def _stored_blocks(data: memoryview, final: bool) -> bytes:
+    """``data`` as deflate stored blocks (RFC 1951 3.2.4: at most 65535 bytes each, byte
+    aligned, which a sync flush guarantees before them), the last one final if ``final``."""
+    out = bytearray()
+    pos = 0
+    while True:
+        n = min(65535, len(data) - pos)
+        last = pos + n == len(data)
+        out += struct.pack("<BHH", 1 if final and last else 0, n, n ^ 0xFFFF)
+        out += data[pos:pos + n]
+        pos += n
+        if last:
+            return bytes(out)
 
 
 _TYPEFLAG = {Kind.FILE: "0", Kind.SYMLINK: "2", Kind.CHAR: "3", Kind.BLOCK: "4",
@@ -406,31 +567,29 @@ class TarWriter:
         if isinstance(data, (bytes, bytearray, memoryview)) or data is None:
             blob = bytes(data or b"")
             s.write(tar_header(rel, kind="0", size=len(blob), **common))
-            s.write(blob)
+            s.write(blob, content=True)
             s.write(b"\0" * (-len(blob) % BLOCK))
             self.content_size += len(blob)
             return
         if isinstance(data, str):
             self._add_host_file(rel, entry, data, common)
             return
-        f: BinaryIO = data
-        own = False
-        try:
-            size = entry.size
-            s.write(tar_header(rel, kind="0", size=size, **common))
-            left = size
-            while left > 0:
-                chunk = f.read(min(CHUNK, left))
-                if not chunk:
-                    raise LayerInvalid(f"/{rel} shrank while it was packed "
-                                       f"({size - left} of {size} bytes)")
-                s.write(chunk)
-                left -= len(chunk)
-            s.write(b"\0" * (-size % BLOCK))
-            self.content_size += size
-        finally:
-            if own:
-                f.close()
+        s.write(tar_header(rel, kind="0", size=entry.size, **common))
+        self._stream(rel, entry.size, data.read)
+
+    def _stream(self, rel: str, size: int, read: Callable[[int], bytes]) -> None:
+        """``size`` bytes from ``read`` into the tar in ``CHUNK`` pieces, then the padding.
+        Raises ``LayerInvalid`` when the source ends early (the file shrank meanwhile)."""
+        left = size
+        while left > 0:
+            chunk = read(min(CHUNK, left))
+            if not chunk:
+                raise LayerInvalid(f"/{rel} shrank while it was packed "
+                                   f"({size - left} of {size} bytes)")
+            self._sink.write(chunk, content=True)
+            left -= len(chunk)
+        self._sink.write(b"\0" * (-size % BLOCK))
+        self.content_size += size
 
     def _add_host_file(self, rel: str, entry: Entry, path: str,
                        common: dict[str, Any]) -> None:
@@ -451,19 +610,16 @@ class TarWriter:
                 if len(data) != size:
                     raise LayerInvalid(f"/{rel} shrank while it was packed "
                                        f"({len(data)} of {size} bytes)")
-                s.write(head + data + b"\0" * (-size % BLOCK))
+                if size < STORE_MIN:
+                    s.write(head + data + b"\0" * (-size % BLOCK))
+                else:
+                    s.write(head)
+                    s.write(data, content=True)
+                    s.write(b"\0" * (-size % BLOCK))
+                self.content_size += size
             else:
                 s.write(head)
-                left = size
-                while left > 0:
-                    chunk = os.read(fd, min(CHUNK, left))
-                    if not chunk:
-                        raise LayerInvalid(f"/{rel} shrank while it was packed "
-                                           f"({size - left} of {size} bytes)")
-                    s.write(chunk)
-                    left -= len(chunk)
-                s.write(b"\0" * (-size % BLOCK))
-            self.content_size += size
+                self._stream(rel, size, lambda n: os.read(fd, n))
         finally:
             os.close(fd)
 
@@ -514,7 +670,23 @@ def pack(source: Layer | str | os.PathLike, out: BinaryIO, *, compression: str =
     return result
 
 
-class _BlockQueue:
+class _RawReader:
+    """``readinto`` and ``readable`` over a ``read(n)``: what zlib-ng's gunzip asks of the
+    stream it reads."""
+
+    def read(self, n: int = -1) -> bytes:
+        raise NotImplementedError
+
+    def readinto(self, buf: Any) -> int:
+        data = self.read(len(buf))
+        buf[:len(data)] = data
+        return len(data)
+
+    def readable(self) -> bool:
+        return True
+
+
+class _BlockQueue(_RawReader):
     """A file-like reader fed block by block by another thread (bounded: the feeder waits
     when the reader falls behind, so memory stays flat)."""
 
@@ -526,28 +698,25 @@ class _BlockQueue:
         self._closed = False
         self.consumer_failed = False
 
-    def feed(self, block: bytes) -> None:
+    def _put(self, item: bytes | BaseException | None) -> None:
+        """Queue ``item``, waiting while the queue is full, unless the reader gave up."""
         import queue
         while not self.consumer_failed:
             try:
-                self._q.put(block, timeout=0.2)
+                self._q.put(item, timeout=0.2)
                 return
             except queue.Full:
                 continue
 
+    def feed(self, block: bytes) -> None:
+        self._put(block)
+
     def close(self, failed: bool = False) -> None:
-        import queue
         if self._closed:
             return
         self._closed = True
-        marker = LayerInvalid("the packer stopped before the end of the layer") if failed \
-            else None
-        while not self.consumer_failed:
-            try:
-                self._q.put(marker, timeout=0.2)
-                return
-            except queue.Full:
-                continue
+        self._put(LayerInvalid("the packer stopped before the end of the layer") if failed
+                  else None)
 
     def read(self, n: int = -1) -> bytes:
         while not self._eof and (n < 0 or len(self._buf) < n):
@@ -564,9 +733,6 @@ class _BlockQueue:
         else:
             data, self._buf = self._buf[:n], self._buf[n:]
         return data
-
-    def readable(self) -> bool:
-        return True
 
 
 class _SideUnpack:
@@ -698,7 +864,7 @@ class _AsyncHasher:
         return self._h.digest()
 
 
-class _HashingReader:
+class _HashingReader(_RawReader):
     """A raw stream that hashes every byte read through it."""
 
     def __init__(self, raw: BinaryIO) -> None:
@@ -727,9 +893,6 @@ class _HashingReader:
             self._head += data
         return self._head
 
-    def readable(self) -> bool:
-        return True
-
 
 class _Input:
     """Reads a possibly compressed stream: sniffs the format, hashes the raw bytes and the
@@ -748,9 +911,8 @@ class _Input:
         head = self.raw.peek(4)
         self.declared = compression
         if head.startswith(_GZIP_MAGIC):
-            import gzip
             self.compression = "gzip"
-            self._dec: Any = gzip.GzipFile(fileobj=self.raw, mode="rb")  # type: ignore[arg-type]
+            self._dec: Any = _gzip_reader(self.raw)
         elif head.startswith(_ZSTD_MAGIC):
             import zstandard
             self.compression = "zstd"
@@ -831,6 +993,11 @@ class _Input:
         self._pos = len(self._buf)
         while self.raw.read(CHUNK):
             pass
+
+
+def _gzip_reader(raw: Any) -> Any:
+    """A streaming gunzip of ``raw`` (zlib-ng's: it inflates faster than zlib)."""
+    return gzip_ng.GzipFile(fileobj=raw, mode="rb")
 
 
 def _parse_octal(field_: bytes, what: str) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -44,8 +45,14 @@ def _image_rows(store: Any, *, show_all: bool, digests: bool, no_trunc: bool,
                 "VirtualSize": human_size(rec.size), "SharedSize": "N/A",
                 "UniqueSize": "N/A", "Containers": str(len(rec.pinned_by)) if rec.pinned_by
                 else "N/A"}
-        entries = [(t.familiar_name, t.tag or "<none>") for t in rec.tags] or \
-            [("<none>", "<none>")]
+        # docker's DIGEST column: the repository digest recorded when the image was pulled
+        # or pushed (RepoDigests), "<none>" for a built, committed or loaded one
+        by_repo = {r.familiar_name: r.digest for r in store.repo_digests(img)}
+        entries = [(t.familiar_name, t.tag or "<none>") for t in rec.tags]
+        # a repository known only by digest (pulled as ubuntu@sha256:...) is a row too
+        tagged = {repo for repo, _ in entries}
+        entries += [(repo, "<none>") for repo in sorted(by_repo) if repo not in tagged]
+        entries = entries or [("<none>", "<none>")]
         if dangling is True and rec.tags:
             continue
         if dangling is False and not rec.tags:
@@ -61,7 +68,7 @@ def _image_rows(store: Any, *, show_all: bool, digests: bool, no_trunc: bool,
                                 fnmatch.fnmatch(repo, p) for p in refs):
                 continue
             row = dict(base, Repository=repo, Tag=tag,
-                       Digest=str(img.digest))
+                       Digest=by_repo.get(repo) or "<none>")
             rows.append(row)
     return rows
 
@@ -170,7 +177,7 @@ def inspect_image(store: Any, text: str) -> dict[str, Any]:
         graph["Data"] = {"UpperDir": layer_dirs[0]}
         if len(layer_dirs) > 1:
             graph["Data"]["LowerDir"] = ":".join(layer_dirs[1:])
-    repo_digests = sorted({f"{t.familiar_name}@{img.digest}" for t in tags})
+    repo_digests = [str(r) for r in store.repo_digests(img)]
     return {
         "Id": str(img.id),
         "RepoTags": [str(t) for t in tags],
@@ -309,11 +316,19 @@ def tag(ctx: click.Context, source: str, target: str) -> None:
 image.add_command(tag, "tag")
 
 
+def _running_containers(store: Any) -> Callable[[str], bool]:
+    """A predicate: does the container with this id run? (rmi's "cannot be forced")."""
+    from ..container import ContainerStore
+    running = {c.id for c in ContainerStore(store).list(all=True) if c.running}
+    return running.__contains__
+
+
 def _rmi(ctx: click.Context, names: tuple[str, ...], force: bool, no_prune: bool) -> None:
     store = store_of(ctx)
+    running = _running_containers(store)
 
     def one(name: str) -> None:
-        result = store.remove(name, force=force, prune=not no_prune)
+        result = store.remove(name, force=force, prune=not no_prune, running=running)
         for t in result.untagged:
             click.echo(f"Untagged: {t}")
         for d in result.deleted:
@@ -618,4 +633,9 @@ def samples(ctx: click.Context, quiet: bool) -> None:
 
     from .. import library
     out = io.StringIO() if quiet else sys.stdout
-    library.load_all(store_of(ctx), out)
+    store = store_of(ctx)
+    for img in library.load_all(store, out):
+        # as if pulled: each keeps its repository digest (RepoDigests, rmi's
+        # "Untagged: ubuntu@sha256:...")
+        for ref in store.tags_of(img):
+            store.add_repo_digest(ref, img.digest)

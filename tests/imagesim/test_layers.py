@@ -6,10 +6,12 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import random
 import shutil
 import stat
 import subprocess
 import tarfile
+import zlib
 
 import pytest
 import zstandard
@@ -220,6 +222,96 @@ def test_gzip_blocks_concatenate_into_one_valid_stream(tmp_path):
     raw = gzip.decompress(buf.getvalue())
     assert raw[512:512 + len(big)] == big
     assert r.diff_id == Digest.of(raw)
+
+
+def _mixed_tree(root: str, seed: int = 7) -> tuple[str, dict[str, bytes]]:
+    """Files of random bytes and of text, small and large, in one directory."""
+    rng = random.Random(seed)
+    src = os.path.join(root, "mixed")
+    os.makedirs(src)
+    files = {}
+    words = [b"layer", b"image", b"union", b"whiteout", b"opaque", b"digest"]
+    for i, size in enumerate([0, 100, 5000, layers.STORE_MIN - 1, layers.STORE_MIN,
+                              70_000, 300_000, (1 << 20) + 5]):
+        for kind in ("rand", "text"):
+            data = rng.randbytes(size) if kind == "rand" else \
+                b" ".join(rng.choice(words) for _ in range(size))[:size]
+            files[f"{kind}{i}"] = data
+            with open(os.path.join(src, f"{kind}{i}"), "wb") as f:
+                f.write(data)
+    return src, files
+
+
+def test_random_content_is_stored_and_text_deflated_in_one_valid_stream(tmp_path):
+    src, files = _mixed_tree(str(tmp_path))
+    results = {}
+    for threads in (1, 3):
+        blob, r = _pack_bytes(src, threads=threads)
+        results[threads] = (blob, r)
+    blob, r = results[1]
+    # the thread count never changes a byte
+    assert {b for b, _ in results.values()} == {blob}
+    # one gzip member that every reader takes: stdlib gzip, zlib (single member), gzip -t
+    raw = gzip.decompress(blob)
+    d = zlib.decompressobj(31)
+    assert d.decompress(blob) == raw and d.eof and d.unused_data == b""
+    assert Digest.of(raw) == r.diff_id and Digest.of(blob) == r.digest
+    path = tmp_path / "layer.gz"
+    path.write_bytes(blob)
+    subprocess.run(["gzip", "-t", str(path)], check=True)
+    assert {e[0]: e[8] for e in _entries(blob)} == {n: files[n] for n in files}
+    # random pieces of STORE_MIN bytes and more go out verbatim (stored blocks)...
+    for name in ("rand4", "rand5", "rand6", "rand7"):
+        assert files[name][:60_000] in blob, name
+    # ...smaller ones and text are deflated
+    assert files["rand3"] not in blob
+    assert files["text7"][:1000] not in blob
+    random_bytes = sum(len(v) for k, v in files.items() if k.startswith("rand"))
+    assert r.size < random_bytes * 1.002 + sum(len(v) for k, v in files.items()
+                                               if k.startswith("text")) // 3
+
+
+def test_stored_blocks_stay_valid_at_every_block_boundary():
+    # a random piece ending a block, one spanning several, the final block stored
+    rng = random.Random(3)
+    for sizes in ([layers.GZIP_BLOCK - 512], [3 * 65535 + 17, 10], [layers.STORE_MIN] * 5,
+                  [40_000, layers.GZIP_BLOCK]):
+        buf = io.BytesIO()
+        w = layers.TarWriter(buf, compression="gzip", threads=2)
+        expect = {}
+        for i, n in enumerate(sizes):
+            data = rng.randbytes(n)
+            expect[f"f{i}"] = data
+            w.add(f"/f{i}", Entry(Kind.FILE, size=n), data)
+        r = w.close()
+        blob = buf.getvalue()
+        assert Digest.of(gzip.decompress(blob)) == r.diff_id
+        assert {e[0]: e[8] for e in _entries(blob)} == expect
+
+
+def test_default_gzip_level_and_engine():
+    text = b" ".join(b"word%d" % (i * 7919 % 1000) for i in range(200_000))
+    buf = io.BytesIO()
+    w = layers.TarWriter(buf)
+    w.add("/t", Entry(Kind.FILE, size=len(text)), text)
+    r = w.close()
+    assert layers.DEFAULT_GZIP_LEVEL == 5
+    assert r.compression == "gzip" and r.size < len(text) // 4
+    assert layers.deflate_engine_name().startswith("zlib-ng ")
+
+
+def test_plain_headers_are_byte_identical_to_the_general_path():
+    # the fast path for common entries must not change a byte of any tar (diff ids)
+    rng = random.Random(11)
+    for _ in range(3000):
+        name = "".join(rng.choice("ab/._-z0") for _ in range(rng.choice([1, 7, 99, 100, 101])))
+        kw = {"kind": rng.choice("0125"), "mode": rng.choice([0o644, 0o4755, 0o7777, 0]),
+              "uid": rng.choice([0, 1000, 8 ** 7 - 1, 8 ** 7]),
+              "gid": rng.choice([0, 5, 8 ** 7]), "size": rng.choice([0, 1, 8 ** 11 - 1, 8 ** 11]),
+              "mtime_ns": rng.choice([0, 1_700_000_000 * 10 ** 9, MTIME, 8 ** 11 * 10 ** 9]),
+              "linkname": rng.choice(["", "t", "x" * 100, "y" * 101])}
+        assert layers.tar_header(name, **kw) == layers._general_header(
+            name, devmajor=0, devminor=0, xattrs=(), **kw), (name, kw)
 
 
 def test_system_tools_read_our_tars(tmp_path):

@@ -151,6 +151,39 @@ def test_remove_by_id_with_several_tags_needs_force(store):
     assert r.deleted[0] == str(img.id)
 
 
+def test_repo_digests_are_recorded_listed_and_untagged_with_the_last_tag(store):
+    img = store.put_image(_image(store, {"/a": b"1"}), ["ubuntu", "ubuntu:22.04"])
+    with pytest.raises(ImageNotFound, match="No such image"):
+        store.add_repo_digest("ubuntu", Digest.of(b"nothing"))
+    with pytest.raises(ReferenceInvalid):
+        store.add_repo_digest("ubuntu")                    # no digest anywhere
+    r = store.add_repo_digest("ubuntu:22.04", img.digest)
+    assert str(r) == f"ubuntu@{img.digest}"
+    assert store.add_repo_digest(f"ubuntu@{img.digest}") == r     # idempotent
+    store.add_repo_digest("127.0.0.1:5000/u:1", img.digest)
+    assert [str(x) for x in store.repo_digests(img)] == [
+        f"127.0.0.1:5000/u@{img.digest}", f"ubuntu@{img.digest}"]
+    # another tag of the repository is left: only the tag goes
+    assert store.remove("ubuntu").untagged == ("ubuntu:latest",)
+    assert len(store.repo_digests(img)) == 2
+    # its last tag: the repository's digest goes too; the other repository's keeps the image
+    r2 = store.remove("ubuntu:22.04")
+    assert r2 == type(r2)(("ubuntu:22.04", f"ubuntu@{img.digest}"), ())
+    assert [str(x) for x in store.repo_digests(img)] == [f"127.0.0.1:5000/u@{img.digest}"]
+    # the last reference: the image goes
+    r3 = store.remove(f"127.0.0.1:5000/u@{img.digest}")
+    assert r3.untagged == (f"127.0.0.1:5000/u@{img.digest}",)
+    assert r3.deleted == (str(img.id), str(img.chain_ids[0]))
+    assert store.state_get(Store.REPO_DIGESTS_NS) == {}
+
+
+def test_remove_names_a_missing_reference_with_its_tag(store):
+    with pytest.raises(ImageNotFound, match=r"^No such image: nosuch:latest$"):
+        store.remove("nosuch")
+    with pytest.raises(ImageNotFound, match=r"^No such image: x/y:2$"):
+        store.remove("docker.io/x/y:2")
+
+
 def test_pins_protect_images_from_rmi_prune_and_gc(store):
     img = store.put_image(_image(store, {"/a": b"1"}), ["ubuntu"])
     cid = "c" * 64
