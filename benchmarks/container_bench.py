@@ -6,12 +6,16 @@
    through ``sha256sum`` and a gzip at the same level (``gzip -6`` single-threaded, and
    ``pigz -6 -p CPUS`` as our packer deflates in parallel); the ratio is to the faster floor.
    Goal (issue 4): within 1.3x.
-2. diff: a container with K changes over an image of L unchanged lower files, for L small
-   and L large with the same K. ``diff`` walks the upper layer only, so its time must not
-   grow with L (the ratio large/small stays near 1).
+2. diff: the same K = 1000 changes (C, D and A) in containers over images of 1k, 10k and
+   100k lower files. ``Container.diff`` walks the upper layer only and asks the lower layers
+   about those paths alone, so its time must not grow with the lower layers (goal: the
+   ratio largest/smallest near 1.0). The table also counts the lower-layer lookups and
+   listings the diff made (the same for every size) and the bytes it read from them (0),
+   and times the engine's ``changes(fs)`` over indexed lower layers for contrast.
 
-    .venv/bin/python benchmarks/container_bench.py            # 10k files + 512 MiB; 100k lower
-    .venv/bin/python benchmarks/container_bench.py --quick    # 1k files + 32 MiB; 10k lower
+    .venv/bin/python benchmarks/container_bench.py            # 10k files + 512 MiB; 1k..100k
+    .venv/bin/python benchmarks/container_bench.py --quick    # 1k files + 32 MiB; 1k, 10k
+    .venv/bin/python benchmarks/container_bench.py --only diff --lower-files 1000 10000 100000
     .venv/bin/python benchmarks/container_bench.py --json out.json
 """
 
@@ -122,36 +126,106 @@ def bench_commit(work: str, small: int, big_mib: int) -> dict:
     }
 
 
-def bench_diff(work: str, lower_small: int, lower_large: int, changes: int) -> dict:
-    out = {}
-    for label, n in (("small", lower_small), ("large", lower_large)):
-        store = Store(os.path.join(work, f"root-diff-{label}"), fsync=False)
+class CountingLayer:
+    """A lower layer wrapper that counts what the diff asks of it (lookups, listings, bytes
+    read): the proof that the lower layers are probed per changed path, never read."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.name = inner, inner.name
+        self.lookups = self.listdirs = self.bytes_read = 0
+
+    def lookup(self, path):
+        self.lookups += 1
+        return self.inner.lookup(path)
+
+    def listdir(self, path):
+        self.listdirs += 1
+        return self.inner.listdir(path)
+
+    def read(self, path, offset, size):
+        data = self.inner.read(path, offset, size)
+        self.bytes_read += len(data)
+        return data
+
+    def open_read(self, path):
+        raise AssertionError(f"diff opened lower file {path}")
+
+    def readlink(self, path):
+        return self.inner.readlink(path)
+
+    def host_path(self, path):
+        return self.inner.host_path(path)
+
+
+def make_changes(fs, changes: int) -> None:
+    """The same ``changes`` on every image: a third appended to (copy-up: C), a third
+    deleted (whiteout: D), a third new files (A), spread over the 100 lower directories."""
+    for i in range(changes):
+        d = f"/usr/share/d{i % 100:03d}"
+        if i % 3 == 0:
+            with fs.open(f"{d}/f{i:06d}", "ab") as f:
+                f.write(b"changed\n")
+        elif i % 3 == 1:
+            fs.unlink(f"{d}/f{i:06d}")
+        else:
+            with fs.open(f"{d}/new{i:06d}", "wb") as f:
+                f.write(b"new\n")
+
+
+def bench_diff(work: str, sizes: list[int], changes: int, repeat: int = 7) -> dict:
+    """``Container.diff`` time for the same ``changes`` over images of each size in
+    ``sizes`` (unchanged lower files), best of ``repeat``, plus the lower-layer questions
+    it asked, and for contrast the engine's ``changes(fs)`` over indexed lower layers. The
+    timed runs go round the sizes in turn, so a burst of load elsewhere hits them alike."""
+    from unionfs.diff import changes as union_changes
+    from unionfs.diff import probe_layer, upper_changes
+
+    built = []
+    for n in sizes:
+        store = Store(os.path.join(work, f"root-diff-{n}"), fsync=False)
         t = time.perf_counter()
-        make_image(store, work, f"lower:{label}", n)
+        make_image(store, work, f"lower:{n}", n)
         build_s = time.perf_counter() - t
         cs = ContainerStore(store)
-        c = cs.create(f"lower:{label}")
-        fs = c.fs
-        for i in range(changes):
-            d = f"/usr/share/d{i % 100:03d}"
-            if i % 3 == 0:
-                with fs.open(f"{d}/f{i:06d}", "ab") as f:   # copy-up: C
-                    f.write(b"changed\n")
-            elif i % 3 == 1:
-                fs.unlink(f"{d}/f{i:06d}")                  # whiteout: D
-            else:
-                with fs.open(f"{d}/new{i:06d}", "wb") as f:  # new: A
-                    f.write(b"new\n")
-        times = []
-        for _ in range(5):
-            fresh = cs.get(c.id)  # a new union each time: nothing cached from the writes
+        c = cs.create(f"lower:{n}")
+        make_changes(c.fs, changes)
+        built.append((n, store, cs, c, build_s))
+    # write back the freshly built layers first (the flusher would otherwise compete with
+    # the timed runs) and warm the dentry cache alike for every size
+    os.sync()
+    for _n, _store, _cs, c, _b in built:
+        c.diff()
+    times: dict[int, list[float]] = {n: [] for n in sizes}
+    indexed: dict[int, list[float]] = {n: [] for n in sizes}
+    lines: dict[int, list] = {}
+    for r in range(repeat):
+        for n, _store, cs, c, _b in built:
+            fresh = cs.get(c.id)  # a new container object each time: nothing cached
             t = time.perf_counter()
-            lines = fresh.diff()
-            times.append(time.perf_counter() - t)
-        out[label] = {"lower_files": n, "changes": changes, "diff_lines": len(lines),
-                      "diff_s_best": round(min(times), 4), "build_s": round(build_s, 2)}
-    out["large_vs_small"] = round(out["large"]["diff_s_best"] / out["small"]["diff_s_best"], 3)
-    return out
+            lines[n] = fresh.diff()
+            times[n].append(time.perf_counter() - t)
+            if r % 2 == 0:
+                fresh = cs.get(c.id)
+                t = time.perf_counter()
+                assert list(union_changes(fresh.fs)) == lines[n]
+                indexed[n].append(time.perf_counter() - t)
+    rows = []
+    for n, store, _cs, c, build_s in built:
+        counted = [CountingLayer(probe_layer(d)) for d in c.lower_dirs]
+        assert upper_changes(c.upper_dir, counted) == lines[n]
+        rows.append({
+            "lower_files": n, "changes": changes, "diff_lines": len(lines[n]),
+            "diff_s_best": round(min(times[n]), 4),
+            "diff_s_median": round(sorted(times[n])[len(times[n]) // 2], 4),
+            "lower_lookups": sum(x.lookups for x in counted),
+            "lower_listdirs": sum(x.listdirs for x in counted),
+            "lower_bytes_read": sum(x.bytes_read for x in counted),
+            "indexed_union_s_best": round(min(indexed[n]), 4),
+            "build_s": round(build_s, 2)})
+        shutil.rmtree(store.root, ignore_errors=True)
+    base = rows[0]["diff_s_best"]
+    return {"rows": rows, "repeat": repeat,
+            "largest_vs_smallest": round(rows[-1]["diff_s_best"] / base, 3) if base else None}
 
 
 def main() -> None:
@@ -159,21 +233,45 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="reduced scale (about a minute)")
     ap.add_argument("--small-files", type=int)
     ap.add_argument("--big-mib", type=int)
-    ap.add_argument("--lower-files", type=int)
+    ap.add_argument("--lower-files", type=int, nargs="+",
+                    help="image sizes for the diff bench (default 1000 10000 100000)")
+    ap.add_argument("--only", choices=("commit", "diff"), help="run one of the two benches")
     ap.add_argument("--changes", type=int)
     ap.add_argument("--json", help="also write the results here")
     ap.add_argument("--dir", help="work directory (default: a temporary one)")
     args = ap.parse_args()
     small = args.small_files or (1000 if args.quick else 10_000)
     big = args.big_mib if args.big_mib is not None else (32 if args.quick else 512)
-    lower = args.lower_files or (10_000 if args.quick else 100_000)
-    changes = args.changes or (100 if args.quick else 1000)
+    sizes = sorted(args.lower_files or ([1000, 10_000] if args.quick else
+                                        [1000, 10_000, 100_000]))
+    changes = args.changes or 1000
+    if changes > sizes[0]:
+        ap.error("--changes must not exceed the smallest --lower-files (the same files "
+                 "change in every image)")
     work = tempfile.mkdtemp(prefix="container-bench-", dir=args.dir)
+    commit = diff = None
     try:
-        commit = bench_commit(work, small, big)
-        diff = bench_diff(work, max(changes, 1000), lower, changes)
+        if args.only != "diff":
+            commit = bench_commit(work, small, big)
+        if args.only != "commit":
+            diff = bench_diff(work, sizes, changes)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    load = os.getloadavg()
+    print(f"load average: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs")
+    if commit is not None:
+        print_commit(commit, small, big)
+    if diff is not None:
+        print_diff(diff, changes)
+    result = {"commit": commit, "diff": diff, "quick": args.quick,
+              "loadavg": [round(x, 2) for x in load]}
+    print("\n" + json.dumps(result, indent=2))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+
+
+def print_commit(commit: dict, small: int, big: int) -> None:
     print(f"\ncommit of {small} small files + one {big} MiB file "
           f"(layer {commit['layer_bytes'] / MiB:.1f} MiB gzip, "
           f"tar {commit['tar_bytes'] / MiB:.1f} MiB)")
@@ -188,18 +286,18 @@ def main() -> None:
               f"{commit['commit_layer_s'] / best:8.2f}")
     print(f"  {'Container.commit (all of it)':34} {commit['commit_s']:9.3f} "
           f"{commit['commit_vs_floor']:8.2f}   goal <= 1.30")
-    print(f"\ndiff with {changes} changes (A/C/D) over N unchanged lower files")
-    print(f"  {'lower files':>12} {'diff lines':>11} {'best of 5 (s)':>14}")
-    for label in ("small", "large"):
-        d = diff[label]
-        print(f"  {d['lower_files']:>12} {d['diff_lines']:>11} {d['diff_s_best']:>14.4f}")
-    print(f"  time(large) / time(small) = {diff['large_vs_small']}  (flat = independent of "
-          "the lower layers)")
-    result = {"commit": commit, "diff": diff, "quick": args.quick}
-    print("\n" + json.dumps(result, indent=2))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+
+
+def print_diff(diff: dict, changes: int) -> None:
+    print(f"\ndiff with the same {changes} changes (A/C/D) over N unchanged lower files")
+    print(f"  {'lower files':>12} {'diff lines':>11} {'diff best (s)':>14} {'median (s)':>11} "
+          f"{'lower lookups':>14} {'listdirs':>9} {'bytes read':>11} {'indexed union (s)':>18}")
+    for d in diff["rows"]:
+        print(f"  {d['lower_files']:>12} {d['diff_lines']:>11} {d['diff_s_best']:>14.4f} "
+              f"{d['diff_s_median']:>11.4f} {d['lower_lookups']:>14} {d['lower_listdirs']:>9} "
+              f"{d['lower_bytes_read']:>11} {d['indexed_union_s_best']:>18.4f}")
+    print(f"  diff time(largest) / time(smallest) = {diff['largest_vs_smallest']}  "
+          "(goal ~1.0: grows with the upper layer only)")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ os.lstat on the plain merged directory; copy-up within 1.2x of cp; index open < 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -66,7 +67,116 @@ def timed(fn, *args) -> float:
         gc.enable()
 
 
-def bench_stack(tmp: str, files: int, layers: int, sample: int) -> dict:
+def rate(n: int, seconds: float) -> float:
+    return round(n / seconds, 1) if seconds > 0 else 0.0
+
+
+def bench_mount_like(root: str, lowers: list, plain: str, paths: list[str],
+                     creates: int) -> dict:
+    """The engine calls a FUSE mount makes, on a union built fresh (as a mount builds it),
+    each against the same work with ``os`` on the plain merged tree:
+
+    - cold lookups: ``lstat`` of every path in walk order on a fresh union with an empty
+      writable upper (what the kernel's LOOKUPs ask right after mounting);
+    - readdir: a walk of every directory by ``listdir_types`` (name, type, inode: what
+      FUSE readdir returns), cold then warm, against ``os.scandir``;
+    - creates: a negative lookup, an exclusive create, a stat, a 9-byte write and a close
+      per file (FUSE LOOKUP + CREATE + GETATTR + WRITE + RELEASE), 1000 per new directory,
+      against ``open``/``write``/``close`` in a copy of the tree.
+    Figures are operations per second; ratios are engine rate / os rate (higher is
+    better, 1.0 = as fast as the plain directory)."""
+    import stat as st_mod
+
+    walk = sorted(set(paths) | {os.path.dirname(p) for p in paths})
+
+    def fresh() -> UnionFS:
+        upper = tempfile.mkdtemp(dir=root, prefix="upper-")
+        return UnionFS(lowers, DirLayer(upper, writable=True),
+                       workdir=tempfile.mkdtemp(dir=root, prefix="work-"))
+
+    out: dict = {}
+    fs = fresh()
+    t = timed(lambda: [fs.lstat(p) for p in walk])
+    t_os = min(timed(lambda: [os.lstat(plain + p) for p in walk]) for _ in range(2))
+    out["cold_lookup_per_s"] = rate(len(walk), t)
+    out["cold_lookup_ratio"] = round(t_os / t, 2)
+
+    def engine_readdir(u: UnionFS) -> int:
+        n, todo = 0, ["/"]
+        listing = getattr(u, "listdir_types", None) or (  # what the FUSE adapter falls back to
+            lambda d: [(e.name, st_mod.S_IFMT(e.stat(follow_symlinks=False).st_mode),
+                        e.inode()) for e in u.scandir(d)])
+        while todo:
+            d = todo.pop()
+            for name, fmt, _ino in listing(d):
+                n += 1
+                if fmt == st_mod.S_IFDIR:
+                    todo.append(("" if d == "/" else d) + "/" + name)
+        return n
+
+    def os_readdir() -> int:
+        n, todo = 0, [plain]
+        while todo:
+            with os.scandir(todo.pop()) as it:
+                for e in it:
+                    n += 1
+                    if e.is_dir(follow_symlinks=False):
+                        todo.append(e.path)
+        return n
+
+    fs = fresh()
+    entries = os_readdir()
+    t_cold = timed(engine_readdir, fs)
+    t_warm = min(timed(engine_readdir, fs) for _ in range(3))
+    t_os = min(timed(os_readdir) for _ in range(3))
+    out.update(readdir_cold_entries_per_s=rate(entries, t_cold),
+               readdir_warm_entries_per_s=rate(entries, t_warm),
+               readdir_cold_ratio=round(t_os / t_cold, 2),
+               readdir_warm_ratio=round(t_os / t_warm, 2))
+
+    fs = fresh()
+
+    def engine_create() -> None:
+        fs.mkdir("/created")
+        d = "/created"
+        for i in range(creates):
+            if i % 1000 == 0:
+                d = f"/created/c{i // 1000:03d}"
+                fs.mkdir(d)
+            p = f"{d}/n{i:06d}"
+            try:
+                fs.lstat(p)
+            except FileNotFoundError:
+                pass
+            f = fs.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, perm=0o644)
+            fs.lstat(p)
+            f.pwrite(b"new file\n", 0)
+            f.close()
+
+    base = tempfile.mkdtemp(dir=root, prefix="plain-create-")
+
+    def os_create() -> None:
+        d = base
+        for i in range(creates):
+            if i % 1000 == 0:
+                d = os.path.join(base, f"c{i // 1000:03d}")
+                os.mkdir(d)
+            p = os.path.join(d, f"n{i:06d}")
+            with contextlib.suppress(FileNotFoundError):
+                os.lstat(p)
+            fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            os.fstat(fd)
+            os.pwrite(fd, b"new file\n", 0)
+            os.close(fd)
+
+    t = timed(engine_create)
+    t_os = timed(os_create)
+    out["create_per_s"] = rate(creates, t)
+    out["create_ratio"] = round(t_os / t, 2)
+    return out
+
+
+def bench_stack(tmp: str, files: int, layers: int, sample: int, creates: int = 5000) -> dict:
     root = os.path.join(tmp, f"stack{layers}")
     layer_dirs, plain, paths = build_stack(root, files, layers)
     cache = os.path.join(tmp, "cache")
@@ -126,6 +236,7 @@ def bench_stack(tmp: str, files: int, layers: int, sample: int) -> dict:
         "index_build_s": round(t_index, 4), "index_open_s": round(t_open, 4),
         "stat_cold_s": round(cold, 4),
     }
+    res.update(bench_mount_like(root, lowers, plain, paths, creates))
     for name, eng, ref in (("stat", engine_stat, os_stat),
                            ("stat_upper", engine_stat_upper, os_stat),
                            ("listdir", engine_list, os_list),
@@ -200,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--index-entries", type=int, default=100000)
     ap.add_argument("--copy-mib", type=int, default=256)
     ap.add_argument("--sample", type=int, default=2000, help="files read / asked 'which'")
+    ap.add_argument("--creates", type=int, default=10000, help="files created per stack")
     ap.add_argument("--quick", action="store_true", help="reduced scale: a minute or less")
     ap.add_argument("--json", help="also write the JSON here")
     ap.add_argument("--tmp", default=None, help="where to build the trees")
@@ -207,10 +319,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.files, args.layers, args.index_entries, args.copy_mib, args.sample = \
             5000, "1,8,32", 100000, 64, 1000
+        args.creates = 2000
     layers = [int(x) for x in args.layers.split(",")]
     tmp = tempfile.mkdtemp(prefix="unionfs-bench-", dir=args.tmp)
     try:
-        stacks = [bench_stack(tmp, args.files, n, args.sample) for n in layers]
+        stacks = [bench_stack(tmp, args.files, n, args.sample, args.creates) for n in layers]
         index = bench_index(tmp, args.index_entries)
         copy = bench_copy_up(tmp, args.copy_mib)
     finally:
@@ -226,6 +339,16 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['stat_engine_s'] / base['stat_engine_s']:>15.2f}x "
               f"{r['stat_cold_s']:>12} {r['index_open_s']:>13}")
     print("(ratios: engine time / os time on the plain merged directory; lower is better)")
+    print(f"\n{'layers':>6} {'cold lookup/s':>14} {'readdir cold/s':>15} {'readdir warm/s':>15} "
+          f"{'creates/s':>10}   (FUSE-like calls on a fresh union; [rate ratio to os, "
+          "higher is better])")
+    for r in stacks:
+        print(f"{r['layers']:>6} {r['cold_lookup_per_s']:>9.0f} [{r['cold_lookup_ratio']:>4}]"
+              f" {r['readdir_cold_entries_per_s']:>9.0f} [{r['readdir_cold_ratio']:>4}]"
+              f" {r['readdir_warm_entries_per_s']:>9.0f} [{r['readdir_warm_ratio']:>4}]"
+              f" {r['create_per_s']:>6.0f} [{r['create_ratio']:>4}]")
+    print(f"load average at the end: {os.getloadavg()[0]:.2f} (figures from a loaded machine "
+          "are not comparable)")
     print(f"index of {index['entries']} entries: scan {index['scan_no_cache_s']} s, "
           f"open from cache {index['open_cached_s']} s (goal < 0.5 s)")
     print(f"copy-up of {copy['mib']} MiB: engine {copy['engine_s']} s (fsync), cp {copy['cp_s']} s "

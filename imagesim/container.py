@@ -22,7 +22,8 @@ atomic and locked against other ``imagesim`` processes.
 
 Errors: ``ContainerNotFound`` (``No such container: X``), ``Conflict`` (a name in use, an
 ambiguous prefix, removing a running container, a volume in use), ``ImageNotFound``,
-``ContainerError`` for a bad argument (port spec, ``-c`` instruction, a stopped container).
+``ContainerError`` for a bad argument (port spec, a stopped container), ``ChangeInvalid`` for a
+bad ``commit -c`` instruction (``imagesim.image.apply_changes``, shared with ``import -c``).
 """
 
 from __future__ import annotations
@@ -39,13 +40,14 @@ import shlex
 import shutil
 import socket
 import stat as _stat
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from unionfs.mounts import HostFS, Mount, MountTable
 
 from .errors import Conflict, ContainerNotFound, ImageNotFound, ImageSimError
+from .image import apply_changes  # commit -c: the builder's rules, shared with import -c
 from .units import human_duration
 from .volumes import (
     MountPoint,
@@ -180,93 +182,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-# -- commit -c instructions -------------------------------------------------------------
-
-COMMIT_INSTRUCTIONS = ("CMD", "ENTRYPOINT", "ENV", "EXPOSE", "LABEL", "ONBUILD", "USER",
-                       "VOLUME", "WORKDIR")
-
-
-def _json_or_shell(rest: str) -> list[str]:
-    rest = rest.strip()
-    if rest.startswith("["):
-        with contextlib.suppress(ValueError):
-            value = json.loads(rest)
-            if isinstance(value, list) and all(isinstance(v, str) for v in value):
-                return value
-    return ["/bin/sh", "-c", rest]
-
-
-def _pairs(rest: str, keyword: str) -> list[tuple[str, str]]:
-    words = shlex.split(rest)
-    if not words:
-        raise ContainerError(f"{keyword} requires at least one argument")
-    if "=" not in words[0]:
-        # the legacy form: ENV KEY value with spaces
-        key, _, value = rest.strip().partition(" ")
-        return [(key, value.strip())]
-    out = []
-    for w in words:
-        if "=" not in w:
-            raise ContainerError(f"{keyword} names can not be blank" if w.startswith("=")
-                                 else f"Syntax error - can't find = in \"{w}\". "
-                                      "Must be of the form: name=value")
-        k, _, v = w.partition("=")
-        out.append((k, v))
-    return out
-
-
-def apply_changes(config: Mapping[str, Any], changes: Iterable[str]) -> dict[str, Any]:
-    """The runtime config after ``commit -c`` / ``import -c`` instructions (Dockerfile
-    syntax: ``CMD``, ``ENTRYPOINT``, ``ENV``, ``EXPOSE``, ``LABEL``, ``USER``, ``VOLUME``,
-    ``WORKDIR``). ``ContainerError`` for any other instruction, with docker's wording."""
-    cfg = json.loads(json.dumps(dict(config)))
-    for change in changes:
-        change = change.strip()
-        if not change:
-            continue
-        word, _, rest = change.partition(" ")
-        kw = word.upper()
-        if kw not in COMMIT_INSTRUCTIONS:
-            raise ContainerError(f"{word} is not a valid change command")
-        if kw == "CMD":
-            cfg["Cmd"] = _json_or_shell(rest)
-        elif kw == "ENTRYPOINT":
-            cfg["Entrypoint"] = _json_or_shell(rest)
-            cfg.setdefault("Cmd", None)
-        elif kw == "ENV":
-            env = list(cfg.get("Env") or [])
-            for k, v in _pairs(rest, "ENV"):
-                env = [e for e in env if e.split("=", 1)[0] != k] + [f"{k}={v}"]
-            cfg["Env"] = env
-        elif kw == "LABEL":
-            labels = dict(cfg.get("Labels") or {})
-            labels.update(_pairs(rest, "LABEL"))
-            cfg["Labels"] = labels
-        elif kw == "EXPOSE":
-            ports = dict(cfg.get("ExposedPorts") or {})
-            for p in rest.split():
-                num, _, proto = p.partition("/")
-                _port_number(num, p)
-                ports[f"{num}/{proto or 'tcp'}"] = {}
-            cfg["ExposedPorts"] = ports
-        elif kw == "USER":
-            cfg["User"] = rest.strip()
-        elif kw == "WORKDIR":
-            w = rest.strip()
-            cfg["WorkingDir"] = w if w.startswith("/") else os.path.join(
-                cfg.get("WorkingDir") or "/", w)
-        elif kw == "VOLUME":
-            vols = dict(cfg.get("Volumes") or {})
-            r = rest.strip()
-            names = json.loads(r) if r.startswith("[") else r.split()
-            for v in names:
-                vols[v] = {}
-            cfg["Volumes"] = vols
-        elif kw == "ONBUILD":
-            cfg["OnBuild"] = [*(cfg.get("OnBuild") or []), rest.strip()]
-    return cfg
 
 
 # -- formatting helpers docker uses -----------------------------------------------------
@@ -480,59 +395,15 @@ class Container:
 
     def diff(self) -> list[Any]:
         """docker's ``diff``: ``Change`` values (``A``/``C``/``D`` + path) from the upper
-        layer only, sorted by path. Volume contents never appear.
+        layer only, sorted by path. Volume contents never appear (volumes are not in the
+        upper layer).
 
-        Cost grows with the upper layer only: the lower layers are asked about the changed
-        paths alone (one probe per layer and path component, as overlayfs looks a name up),
-        never listed or indexed whole and never read."""
-        from unionfs.diff import changes
+        Cost grows with the upper layer only: ``unionfs.diff.upper_changes`` walks the upper
+        directory and asks the image's layer directories about those paths alone (a few
+        ``lstat`` per layer and path), never lists, indexes or reads a lower layer."""
+        from unionfs.diff import upper_changes
 
-        return sorted(changes(self._diff_union()))
-
-    def _diff_union(self) -> Any:
-        """A union over the same directories whose lower view answers by probing the host
-        per path instead of loading each layer's full index (which costs O(layer size))."""
-        from unionfs.layer import DirLayer
-        from unionfs.union import UnionFS
-
-        try:
-            from unionfs.union import _LNode, _LowerView
-        except ImportError:  # the engine's internals moved: fall back to the indexed union
-            return self.fs
-
-        class _ProbeView(_LowerView):
-            def node(self, path: str) -> Any:
-                n = self._nodes.get(path, False)
-                if n is not False:
-                    return n
-                head, _, name = path.rpartition("/")
-                parent = self.node(head or "/")
-                if parent is None or not parent.is_dir:
-                    result = None
-                elif parent.children is not None:
-                    result = parent.children.get(name)
-                else:
-                    items = []
-                    for i, lpath, _e in parent.stack:
-                        cpath = (lpath.rstrip("/") + "/" + name)
-                        ce = self.lowers[i].lookup(cpath)
-                        if ce is not None:
-                            items.append((i, cpath, ce))
-                    stack = self._stack(items, path)
-                    result = _LNode(stack) if stack else None
-                self._nodes[path] = result
-                return result
-
-        # live DirLayers answer each lookup with lstat on the host (no index); the diff only
-        # looks things up, it never writes through them
-        lowers = [DirLayer(d, writable=True, name=os.path.basename(os.path.dirname(d)))
-                  for d in self.lower_dirs]
-        upper = DirLayer(self.upper_dir, writable=True, workdir=self.work_dir)
-        union = UnionFS(lowers=lowers, upper=upper)
-        if not hasattr(union, "_lower"):
-            return self.fs
-        union._lower = _ProbeView(lowers)
-        return union
+        return upper_changes(self.upper_dir, self.lower_dirs)
 
     def size_rw(self) -> int:
         """Bytes of regular files in the upper layer (docker's ``SizeRw``)."""
@@ -622,22 +493,60 @@ class Container:
                             "is already allocated")
 
     def _start_registry(self) -> int | None:
+        """Start the registry server of a ``registry`` container on its published port,
+        configured as the reference registry reads its environment: ``REGISTRY_HTTP_ADDR``
+        (the container port, default 5000), ``REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY``,
+        ``REGISTRY_HTTP_TLS_CERTIFICATE``/``_KEY`` and ``REGISTRY_AUTH=htpasswd`` with
+        ``REGISTRY_AUTH_HTPASSWD_PATH`` (container paths, found through the container's
+        mounts; the realm is the server's own). None when the port is not published."""
         from .registry import server
 
-        port = next((p for p in self.ports if p.container_port == 5000), None)
+        env = self.env
+        listen = env.get("REGISTRY_HTTP_ADDR", "")
+        cport = int(listen.rpartition(":")[2]) if listen.rpartition(":")[2].isdigit() else 5000
+        port = next((p for p in self.ports if p.container_port == cport), None)
         if port is None:
             return None  # not published: nothing can reach it, as with docker
         data = None
         # the user's own -v wins over the image's anonymous VOLUME: the lesson binds a host
         # directory at /tmp/registry (older images) or /var/lib/registry (the real path)
-        candidates = [m for m in self.mounts if m.destination in REGISTRY_DATA_DIRS]
+        dirs = (env["REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY"].rstrip("/"),) if env.get(
+            "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY") else REGISTRY_DATA_DIRS
+        candidates = [m for m in self.mounts if m.destination in dirs]
         candidates.sort(key=lambda m: (m.anonymous, m.type != "bind"))
         if candidates:
             data = candidates[0].source
         if data is None:
             data = os.path.join(self.directory, "registry-data")
-        return server.start_background(f"127.0.0.1:{port.host_port}", data,
-                                       log_path=self.log_path)
+        cert, key = env.get("REGISTRY_HTTP_TLS_CERTIFICATE"), env.get("REGISTRY_HTTP_TLS_KEY")
+        htpasswd = env.get("REGISTRY_AUTH_HTPASSWD_PATH") if \
+            env.get("REGISTRY_AUTH") == "htpasswd" else None
+        return server.start_background(
+            f"127.0.0.1:{port.host_port}", data, log_path=self.log_path,
+            tls_cert=self.host_file(cert) if cert and key else None,
+            tls_key=self.host_file(key) if cert and key else None,
+            htpasswd=self.host_file(htpasswd) if htpasswd else None)
+
+    def host_file(self, path: str) -> str:
+        """A host path holding the container's file ``path`` for a host process: the same
+        file through the bind mount or volume that covers ``path``, else a copy taken out
+        of the container's view into its directory. Raises ``FileNotFoundError`` (ENOENT)
+        when the container has no such file."""
+        for m in sorted(self.mounts, key=lambda m: len(m.destination), reverse=True):
+            dest = m.destination.rstrip("/")
+            if path == dest or path.startswith(dest + "/"):
+                return m.source.rstrip("/") + path[len(dest):]
+        with self.view.open(path, "rb") as f:
+            data = f.read()
+        out = os.path.join(self.directory, "files", path.lstrip("/"))
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        tmp = out + ".tmp"
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, out)
+        return out
 
     def stop(self, exit_code: int = 0) -> None:
         """Mark the container exited (stopping its registry server, if any)."""
@@ -1165,90 +1074,35 @@ def export_tar(container: Container, out: Any) -> int:
 
 def mount_view(container: Container, mountpoint: str, timeout: float = 60.0) -> int:
     """Mount ``container.view`` (union + volumes) at ``mountpoint`` through FUSE and return
-    the daemon's pid once the mount is live. The daemon runs in its own session; unmount with
-    ``unionfs.mount.umount`` (``imagesim umount``). Raises ``ContainerError`` with the
-    daemon's message when the mount does not come up (nothing is left mounted)."""
-    import select
-    import subprocess
-    import time
-
+    the daemon's pid once the mount is live (``unionfs.mount.mount_object``: a background
+    daemon in its own session); unmount with ``unionfs.mount.umount`` (``imagesim umount``).
+    The mount point is recorded so in-process changes go through the mount while it lives.
+    Raises ``ContainerError`` for a mount point that is not a directory or already serves a
+    union, and with the daemon's message when the mount does not come up (nothing is left
+    mounted)."""
     from unionfs import mount as _m
 
     mountpoint = os.path.realpath(mountpoint)
     if not os.path.isdir(mountpoint):
         raise ContainerError(f"mount point {mountpoint} is not a directory")
-    if _m.mount_at(mountpoint) is not None and _m.is_unionfs(_m.mount_at(mountpoint)):
-        raise ContainerError(f"{mountpoint} is already mounted")
-    opts = _m.MountOptions(lowerdirs=tuple(container.lower_dirs), upperdir=container.upper_dir,
-                           workdir=container.work_dir)
-    ready_mark = b"\0imagesim-ready\n"
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the intermediate child, then the daemon
-        code = 0
-        try:
-            os.close(r)
-            os.setsid()
-            if os.fork() != 0:
-                os._exit(0)
-            os.chdir("/")
-            devnull = os.open(os.devnull, os.O_RDWR)
-            os.dup2(devnull, 0)
-            os.dup2(devnull, 1)
-            os.dup2(w, 2)
-
-            def ready() -> None:
-                os.write(w, ready_mark + str(os.getpid()).encode() + b"\n")
-                os.dup2(devnull, 2)
-                os.close(w)
-
-            # a fresh view in the daemon: nothing shared with the parent's objects
-            fresh = container.containers.get(container.id)
-            fresh.umask = 0
-            from unionfs.fuse import run_fuse
-            run_fuse(fresh.view, mountpoint, opts, on_ready=ready)
-        except BaseException as e:
-            with contextlib.suppress(OSError):
-                os.write(2, f"imagesim mount: {e}\n".encode())
-            code = 1
-        finally:
-            os._exit(code)
-    os.close(w)
-    os.waitpid(pid, 0)
-    deadline = time.monotonic() + timeout
-    chunks: list[bytes] = []
-    daemon = None
-    while time.monotonic() < deadline:
-        rl, _, _ = select.select([r], [], [], max(0.0, deadline - time.monotonic()))
-        if not rl:
-            break
-        data = os.read(r, 65536)
-        if not data:
-            break
-        chunks.append(data)
-        blob = b"".join(chunks)
-        if ready_mark in blob:
-            head, _, tail = blob.partition(ready_mark)
-            chunks = [head]
-            with contextlib.suppress(ValueError):
-                daemon = int(tail.split(b"\n", 1)[0])
-            break
-    os.close(r)
-    if daemon is not None:
-        while time.monotonic() < deadline:
-            if _m.is_unionfs(_m.mount_at(mountpoint)):
-                with contextlib.suppress(OSError):
-                    os.stat(mountpoint)
-
-                    def note(rec):
-                        rec["fuse"] = {"mountpoint": mountpoint, "pid": daemon}
-                        return rec
-                    container._update(note)
-                    return daemon
-            time.sleep(0.01)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(daemon, 15)
     if _m.is_unionfs(_m.mount_at(mountpoint)):
-        subprocess.run(["fusermount3", "-u", "-z", mountpoint], capture_output=True)
-    message = b"".join(chunks).decode("utf-8", "replace").strip()
-    raise ContainerError(message or f"the mount at {mountpoint} did not become ready")
+        raise ContainerError(f"{mountpoint} is already mounted")
+
+    def build() -> MountTable:
+        # runs in the daemon: a fresh view shares nothing with this process's objects, and
+        # applies no umask of its own (the kernel applied the caller's already)
+        fresh = container.containers.get(container.id)
+        fresh.umask = 0
+        return fresh.view
+
+    try:
+        daemon = _m.mount_object(build, mountpoint, timeout=timeout)
+    except _m.MountError as e:
+        raise ContainerError(f"imagesim mount: {e}") from None
+
+    def note(rec: dict[str, Any]) -> dict[str, Any]:
+        rec["fuse"] = {"mountpoint": mountpoint, "pid": daemon}
+        return rec
+
+    container._update(note)
+    return daemon

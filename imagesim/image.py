@@ -12,6 +12,10 @@ from __future__ import annotations
 import copy
 import datetime as _dt
 import hashlib
+import json
+import posixpath
+import re
+import signal
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -19,7 +23,7 @@ from typing import Any
 
 from . import oci
 from .digest import Digest
-from .errors import ManifestInvalid
+from .errors import ImageSimError, ManifestInvalid
 from .oci import Descriptor
 
 
@@ -289,100 +293,403 @@ class Image:
 
 
 # -- Dockerfile instructions for commit -c / import -c ---------------------------------------
+#
+# ``docker commit --change`` and ``docker import --change`` hand the changes to the
+# Dockerfile builder (moby ``BuildFromConfig``): the lines are parsed as a Dockerfile and
+# dispatched against the runtime config, with the builder's own rules. The ones that matter:
+# ``ENV`` replaces a variable in place; ``ENTRYPOINT`` resets ``Cmd`` unless a ``CMD`` with
+# arguments came earlier in the same changes; ``WORKDIR`` is taken relative to the current
+# working directory; the shell form of ``CMD``/``ENTRYPOINT`` uses the config's ``Shell``;
+# ``ENV``, ``LABEL``, ``EXPOSE``, ``USER``, ``VOLUME``, ``WORKDIR`` and ``STOPSIGNAL``
+# expand ``$VAR``/``${VAR}`` from the config's ``Env`` and drop quotes.
 
-CHANGE_INSTRUCTIONS = ("CMD", "ENTRYPOINT", "ENV", "EXPOSE", "LABEL", "ONBUILD", "STOPSIGNAL",
-                       "USER", "VOLUME", "WORKDIR")
-
-
-def _json_or_shell(arg: str, shell: bool) -> list[str]:
-    import json as _json
-    text = arg.strip()
-    if text.startswith("["):
-        try:
-            value = _json.loads(text)
-        except ValueError:
-            value = None
-        if isinstance(value, list) and all(isinstance(v, str) for v in value):
-            return value
-    return ["/bin/sh", "-c", text] if shell else text.split()
+#: the instructions a change may be (moby ``validCommitCommands``)
+CHANGE_INSTRUCTIONS = ("CMD", "ENTRYPOINT", "ENV", "EXPOSE", "HEALTHCHECK", "LABEL", "ONBUILD",
+                       "STOPSIGNAL", "USER", "VOLUME", "WORKDIR")
+DEFAULT_SHELL = ("/bin/sh", "-c")
 
 
-def _pairs(arg: str, instruction: str) -> list[tuple[str, str]]:
-    import shlex
+class ChangeInvalid(ImageSimError):
+    """A ``commit -c`` / ``import -c`` instruction the builder refuses (docker's wording:
+    ``run is not a valid change command``, ``ENV names can not be blank``...). HTTP 400, as
+    the daemon answers."""
+
+    code = "INVALID"
+    status = 400
+
+
+def _words(text: str) -> list[str]:
+    """Split on blanks outside quotes, keeping quotes and escapes (the Dockerfile parser's
+    ``parseWords``): ``a="b c" d`` -> ``['a="b c"', 'd']``."""
+    words: list[str] = []
+    cur: list[str] = []
+    quote = ""
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\" and i + 1 < len(text) and quote != "'":
+            cur += [ch, text[i + 1]]
+            i += 2
+            continue
+        if quote:
+            if ch == quote:
+                quote = ""
+        elif ch in "'\"":
+            quote = ch
+        elif ch.isspace():
+            if cur:
+                words.append("".join(cur))
+                cur = []
+            i += 1
+            continue
+        cur.append(ch)
+        i += 1
+    if cur:
+        words.append("".join(cur))
+    return words
+
+
+def _env_get(env: Sequence[str], name: str) -> str | None:
+    value = None
+    for item in env:
+        key, eq, val = item.partition("=")
+        if eq and key == name:
+            value = val
+    return value
+
+
+def _expand(word: str, env: Sequence[str]) -> str:
+    """The builder's word processing: quotes removed, ``\\`` escapes, ``$NAME``, ``${NAME}``,
+    ``${NAME:-word}``, ``${NAME-word}``, ``${NAME:+word}``, ``${NAME+word}`` expanded from
+    ``env`` (unset: empty). Raises ``ChangeInvalid`` for an unterminated quote or brace."""
+    out: list[str] = []
+    i, n = 0, len(word)
+    quote = ""
+    while i < n:
+        ch = word[i]
+        if quote == "'":
+            if ch == "'":
+                quote = ""
+            else:
+                out.append(ch)
+            i += 1
+            continue
+        if ch == "\\" and i + 1 < n:
+            nxt = word[i + 1]
+            if quote == '"' and nxt not in '"$\\':
+                out.append(ch)  # inside double quotes only these are escaped
+            out.append(nxt)
+            i += 2
+            continue
+        if ch == '"':
+            quote = "" if quote else '"'
+            i += 1
+            continue
+        if ch == "'" and not quote:
+            quote = "'"
+            i += 1
+            continue
+        if ch == "$":
+            value, i = _dollar(word, i + 1, env)
+            out.append(value)
+            continue
+        out.append(ch)
+        i += 1
+    if quote:
+        raise ChangeInvalid(f"unexpected end of statement while looking for matching {quote}")
+    return "".join(out)
+
+
+def _dollar(word: str, i: int, env: Sequence[str]) -> tuple[str, int]:
+    """Expand the variable reference after a ``$`` at ``word[i:]``; return (value, next)."""
+    n = len(word)
+    if i < n and word[i] == "{":
+        close = i + 1
+        depth = 1
+        while close < n and depth:
+            if word[close] == "{":
+                depth += 1
+            elif word[close] == "}":
+                depth -= 1
+            close += 1
+        if depth:
+            raise ChangeInvalid(f"missing '}}' in {word!r}")
+        body = word[i + 1:close - 1]
+        name_end = 0
+        while name_end < len(body) and (body[name_end].isalnum() or body[name_end] == "_"):
+            name_end += 1
+        name, rest = body[:name_end], body[name_end:]
+        if not name:
+            raise ChangeInvalid(f"bad substitution: ${{{body}}}")
+        value = _env_get(env, name)
+        if not rest:
+            return value or "", close
+        colon = rest.startswith(":")
+        op, alt = (rest[1:2], rest[2:]) if colon else (rest[:1], rest[1:])
+        is_set = value is not None and (value != "" or not colon)
+        if op == "-":
+            return (value if is_set else _expand(alt, env)) or "", close
+        if op == "+":
+            return (_expand(alt, env) if is_set else ""), close
+        if op == "?":
+            if not is_set:
+                raise ChangeInvalid(f"{name}: {_expand(alt, env) or 'is not allowed to be unset'}")
+            return value or "", close
+        raise ChangeInvalid(f"unsupported modifier ({rest[:2]}) in substitution: ${{{body}}}")
+    start = i
+    while i < n and (word[i].isalnum() or word[i] == "_"):
+        i += 1
+    if i == start:
+        return "$", i  # a lone "$" stays as it is
+    return _env_get(env, word[start:i]) or "", i
+
+
+def _json_list(arg: str) -> list[str] | None:
+    """The JSON form of an argument (``["a", "b"]``), or None for the shell form."""
+    if not arg.startswith("["):
+        return None
     try:
-        words = shlex.split(arg, posix=True)
-    except ValueError as e:
-        raise ManifestInvalid(f"{instruction}: {e}") from None
+        value = json.loads(arg)
+    except ValueError:
+        return None
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return value
+    return None
+
+
+def _command_line(arg: str, cfg: Mapping[str, Any]) -> list[str]:
+    """``CMD``/``ENTRYPOINT``: the JSON form as it is, else the shell form run by the
+    config's ``Shell`` (default ``/bin/sh -c``)."""
+    value = _json_list(arg)
+    if value is not None:
+        return value
+    return [*(cfg.get("Shell") or DEFAULT_SHELL), arg]
+
+
+def _pairs(arg: str, instr: str, env: Sequence[str]) -> list[tuple[str, str]]:
+    """``KEY=VALUE ...`` (or the legacy ``KEY VALUE...``) of ``ENV``/``LABEL``, expanded."""
+    words = _words(arg)
     if not words:
-        raise ManifestInvalid(f"{instruction} requires at least one argument")
+        raise ChangeInvalid(f"{instr} requires at least one argument")
     if "=" not in words[0]:
-        # legacy form: ENV KEY VALUE...
-        if len(words) < 2:
-            raise ManifestInvalid(f"{instruction} names {words[0]} but gives no value")
-        return [(words[0], arg.strip()[len(words[0]):].strip())]
+        # the legacy form: KEY then everything after it is the value
+        parts = arg.split(None, 1)
+        if len(parts) < 2:
+            raise ChangeInvalid(f"{instr} must have two arguments")
+        return [(_expand(parts[0], env), _expand(parts[1], env))]
     out = []
     for w in words:
-        key, eq, value = w.partition("=")
-        if not eq or not key:
-            raise ManifestInvalid(f"{instruction}: {w!r} is not KEY=VALUE")
-        out.append((key, value))
+        if "=" not in w:
+            raise ChangeInvalid(f"Syntax error - can't find = in \"{w}\". "
+                                "Must be of the form: name=value")
+        key, _, value = w.partition("=")
+        if not key:
+            raise ChangeInvalid(f"{instr} names can not be blank")
+        out.append((_expand(key, env), _expand(value, env)))
     return out
 
 
+def _ports(specs: Sequence[str]) -> list[str]:
+    """``EXPOSE`` specs as docker's ``nat.ParsePortSpecs`` reads them: ``80``, ``53/udp``,
+    ``8000-8002`` (each port of the range), ``[ip:][host:]port``; ``port/proto`` keys."""
+    out: list[str] = []
+    for spec in specs:
+        body, _, proto = spec.rpartition("/") if "/" in spec else (spec, "", "tcp")
+        proto = proto.lower()
+        if proto not in ("tcp", "udp", "sctp"):
+            raise ChangeInvalid(f"invalid proto: {proto}")
+        port = body.rsplit(":", 1)[-1]
+        first, dash, last = port.partition("-")
+        if not first.isdigit() or (dash and not last.isdigit()):
+            raise ChangeInvalid(f"invalid containerPort: {port}")
+        lo, hi = int(first), int(last) if dash else int(first)
+        if hi < lo or hi > 65535:
+            raise ChangeInvalid(f"invalid range specified for container port: {port}")
+        out += [f"{p}/{proto}" for p in range(lo, hi + 1)]
+    return out
+
+
+_DURATION_UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_000,
+                   "m": 60_000_000_000, "h": 3_600_000_000_000}
+_DURATION_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+
+
+def _duration(flag: str, text: str) -> int:
+    """A Go duration (``30s``, ``1m30s``, ``500ms``) in nanoseconds; at least 1 ms."""
+    pos, total = 0, 0.0
+    while pos < len(text):
+        m = _DURATION_RE.match(text, pos)
+        if m is None:
+            raise ChangeInvalid(f"time: invalid duration \"{text}\"")
+        total += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+        pos = m.end()
+    if not text or (text != "0" and pos == 0):
+        raise ChangeInvalid(f"time: invalid duration \"{text}\"")
+    if total < 1_000_000:
+        raise ChangeInvalid(f"Interval \"{flag}\" cannot be less than 1ms")
+    return int(total)
+
+
+def _healthcheck(arg: str) -> dict[str, Any]:
+    """``HEALTHCHECK [--interval=D --timeout=D --start-period=D --start-interval=D
+    --retries=N] CMD ...`` or ``HEALTHCHECK NONE`` as the config's ``Healthcheck``."""
+    rest = arg.strip()
+    flags: dict[str, str] = {}
+    while rest.startswith("--"):
+        flag, _, rest = rest.partition(" ")
+        name, eq, value = flag[2:].partition("=")
+        if not eq or name not in ("interval", "timeout", "start-period", "start-interval",
+                                  "retries"):
+            raise ChangeInvalid(f"Unknown flag: {name}")
+        flags[name] = value
+        rest = rest.strip()
+    kind, _, cmd = rest.partition(" ")
+    kind, cmd = kind.upper(), cmd.strip()
+    if not kind:
+        raise ChangeInvalid("HEALTHCHECK requires at least one argument")
+    if kind == "NONE":
+        if cmd or flags:
+            raise ChangeInvalid("HEALTHCHECK NONE takes no arguments")
+        return {"Test": ["NONE"]}
+    if kind != "CMD":
+        raise ChangeInvalid(f"Unknown type \"{kind}\" in HEALTHCHECK (try CMD)")
+    if not cmd:
+        raise ChangeInvalid("Missing command after HEALTHCHECK CMD")
+    as_json = _json_list(cmd)
+    hc: dict[str, Any] = {"Test": ["CMD", *as_json] if as_json is not None else
+                          ["CMD-SHELL", cmd]}
+    for flag, key in (("interval", "Interval"), ("timeout", "Timeout"),
+                      ("start-period", "StartPeriod"), ("start-interval", "StartInterval")):
+        if flags.get(flag):
+            hc[key] = _duration(flag, flags[flag])
+    if "retries" in flags:
+        try:
+            retries = int(flags["retries"])
+        except ValueError:
+            raise ChangeInvalid(f"strconv.ParseInt: parsing \"{flags['retries']}\": "
+                                "invalid syntax") from None
+        if retries < 1:
+            raise ChangeInvalid(f"--retries must be at least 1 (not {retries})")
+        hc["Retries"] = retries
+    return hc
+
+
+_SIGNAL_NAMES = {s.name[3:] for s in signal.Signals if s.name.startswith("SIG")}
+
+
+def _check_signal(sig: str) -> None:
+    """docker's ``signal.ParseSignal``: a number above 0 or a Linux signal name, with or
+    without ``SIG`` (``RTMIN+3`` and ``RTMAX-2`` too)."""
+    if sig.isdigit():
+        if int(sig) > 0:
+            return
+    else:
+        name = sig.upper().removeprefix("SIG")
+        if name in _SIGNAL_NAMES or re.fullmatch(r"RTMIN\+([1-9]|1[0-5])|RTMAX-([1-9]|1[0-4])",
+                                                 name):
+            return
+    raise ChangeInvalid(f"Invalid signal: {sig}")
+
+
+def normalize_workdir(current: str | None, requested: str) -> str:
+    """``WORKDIR requested`` after ``current`` as the builder does (``normalizeWorkdir``):
+    an absolute path as given, a relative one joined to ``current`` (or ``/``) and cleaned."""
+    if not requested:
+        raise ChangeInvalid("cannot normalize nothing")
+    if requested.startswith("/"):
+        return requested
+    return posixpath.normpath(posixpath.join("/", current or "/", requested))
+
+
 def apply_changes(config: Mapping[str, Any], changes: Iterable[str]) -> dict[str, Any]:
-    """The runtime config with Dockerfile instructions applied, as ``docker commit -c`` and
-    ``docker import -c`` do: ``CMD``, ``ENTRYPOINT`` (JSON or shell form), ``ENV``,
-    ``EXPOSE``, ``LABEL``, ``ONBUILD``, ``STOPSIGNAL``, ``USER``, ``VOLUME``, ``WORKDIR``.
-    Raises ``ManifestInvalid`` for anything else or a malformed argument."""
+    """The runtime config after ``commit -c`` / ``import -c`` changes, with the Dockerfile
+    builder's rules (see the comment above): ``CMD``, ``ENTRYPOINT``, ``ENV``, ``EXPOSE``,
+    ``HEALTHCHECK``, ``LABEL``, ``ONBUILD``, ``STOPSIGNAL``, ``USER``, ``VOLUME``,
+    ``WORKDIR``; blank lines and ``#`` comments are skipped. ``config`` is not changed.
+    Raises ``ChangeInvalid`` (with docker's message) for any other instruction or a bad
+    argument; then nothing is applied."""
     cfg = copy.deepcopy(dict(config))
+    cmd_set = False  # a CMD with arguments came earlier in these changes
     for change in changes:
         text = change.strip()
-        if not text:
+        if not text or text.startswith("#"):
             continue
         word, _, arg = text.partition(" ")
+        if "\t" in word:
+            word, _, more = word.partition("\t")
+            arg = more + " " + arg
         instr = word.upper()
-        if instr not in CHANGE_INSTRUCTIONS:
-            raise ManifestInvalid(f"{word} is not a valid change command")
         arg = arg.strip()
+        if instr not in CHANGE_INSTRUCTIONS:
+            # the Dockerfile parser lowercases the instruction, so docker says "run is..."
+            raise ChangeInvalid(f"{word.lower()} is not a valid change command")
+        env = list(cfg.get("Env") or [])
         if instr == "CMD":
-            cfg["Cmd"] = _json_or_shell(arg, True)
+            cfg["Cmd"] = _command_line(arg, cfg)
+            if cfg["Cmd"] and arg:
+                cmd_set = True
         elif instr == "ENTRYPOINT":
-            cfg["Entrypoint"] = _json_or_shell(arg, True)
+            entry = _command_line(arg, cfg)
+            cfg["Entrypoint"] = entry if arg else None
+            if not cmd_set:
+                cfg["Cmd"] = None
         elif instr == "ENV":
-            env = list(cfg.get("Env") or [])
-            for key, value in _pairs(arg, "ENV"):
-                env = [e for e in env if e.partition("=")[0] != key] + [f"{key}={value}"]
+            for key, value in _pairs(arg, "ENV", env):
+                item = f"{key}={value}"
+                for i, old in enumerate(env):
+                    if old.partition("=")[0] == key:
+                        env[i] = item  # replaced in place, as the builder does
+                        break
+                else:
+                    env.append(item)
             cfg["Env"] = env
         elif instr == "LABEL":
             labels = dict(cfg.get("Labels") or {})
-            labels.update(_pairs(arg, "LABEL"))
+            labels.update(_pairs(arg, "LABEL", env))
             cfg["Labels"] = labels
         elif instr == "EXPOSE":
+            words = [w for w in (_expand(x, env) for x in _words(arg)) for w in w.split()]
+            if not words:
+                raise ChangeInvalid("EXPOSE requires at least one argument")
             ports = dict(cfg.get("ExposedPorts") or {})
-            for p in arg.split():
-                port, _, proto = p.partition("/")
-                if not port.replace("-", "").isdigit():
-                    raise ManifestInvalid(f"EXPOSE: invalid port {p!r}")
-                ports[f"{port}/{(proto or 'tcp').lower()}"] = {}
+            for key in _ports(words):
+                ports.setdefault(key, {})
             cfg["ExposedPorts"] = ports
         elif instr == "VOLUME":
-            vols = dict(cfg.get("Volumes") or {})
-            paths = _json_or_shell(arg, False)
+            listed = _json_list(arg)
+            paths = listed if listed is not None else _words(arg)
             if not paths:
-                raise ManifestInvalid("VOLUME requires at least one argument")
+                raise ChangeInvalid("VOLUME requires at least one argument")
+            vols = dict(cfg.get("Volumes") or {})
             for v in paths:
+                v = _expand(v, env).strip()
+                if not v:
+                    raise ChangeInvalid("VOLUME specified can not be an empty string")
                 vols[v] = {}
             cfg["Volumes"] = vols
         elif instr == "WORKDIR":
             if not arg:
-                raise ManifestInvalid("WORKDIR requires exactly one argument")
-            cfg["WorkingDir"] = arg
+                raise ChangeInvalid("WORKDIR requires exactly one argument")
+            cfg["WorkingDir"] = normalize_workdir(cfg.get("WorkingDir"), _expand(arg, env))
         elif instr == "USER":
             if not arg:
-                raise ManifestInvalid("USER requires exactly one argument")
-            cfg["User"] = arg
+                raise ChangeInvalid("USER requires exactly one argument")
+            cfg["User"] = _expand(arg, env)
         elif instr == "STOPSIGNAL":
-            cfg["StopSignal"] = arg
+            if not arg:
+                raise ChangeInvalid("STOPSIGNAL requires exactly one argument")
+            sig = _expand(arg, env)
+            _check_signal(sig)
+            cfg["StopSignal"] = sig
+        elif instr == "HEALTHCHECK":
+            cfg["Healthcheck"] = _healthcheck(arg)
         elif instr == "ONBUILD":
+            trigger = arg.split(None, 1)[0].upper() if arg else ""
+            if not trigger:
+                raise ChangeInvalid("ONBUILD requires at least one argument")
+            if trigger == "ONBUILD":
+                raise ChangeInvalid("Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed")
+            if trigger in ("MAINTAINER", "FROM"):
+                raise ChangeInvalid(f"{trigger} isn't allowed as an ONBUILD trigger")
             cfg["OnBuild"] = [*(cfg.get("OnBuild") or []), arg]
     return cfg

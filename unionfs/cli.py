@@ -31,7 +31,8 @@ def demo() -> None:
 @click.option("-o", "options", multiple=True, metavar="OPTS",
               help="lowerdir=L1:L2 (top-most first, \\: escapes a colon), upperdir=U, "
                    "workdir=W, redirect_dir=on|off, index=on|off, metacopy=on|off, xino=..., "
-                   "ro, trace=FILE, timeout=SECONDS, threaded=1, and FUSE options "
+                   "ro, trace=FILE, timeout=SECONDS, threaded=1, cache_readdir=on|off, "
+                   "readdirplus=on|off, volatile (or fsync=0), and FUSE options "
                    "(allow_other, default_permissions, fsname=, ...).")
 @click.option("--trace", "trace", metavar="FILE",
               help="Append one line per copy-up, whiteout, opaque, redirect and EXDEV.")

@@ -1,29 +1,36 @@
 """What a container changed: ``docker diff`` from the upper layer, and the walk a commit uses.
 
-Both read the upper layer and only the *names and metadata* of the lower layers; no lower
-file's contents is ever read.
+``upper_changes(upper, lowers)`` walks the upper layer only. For each upper object it asks
+the lower layers about that one path (``Layer.lookup`` of each path component, as overlayfs
+looks a name up: ``LowerProbe``), so its cost grows with the upper layer and the number of
+lower layers, never with the size of a lower layer; no lower file's contents is read and no
+lower directory is listed, except the lower directories an opaque or renamed upper directory
+hides (their names are the ``D`` lines).
 
-``changes(union)`` follows docker's overlay2 rules:
+The rules are docker's (overlay2, ``archive.OverlayChanges``):
 
-- a whiteout in the upper is ``D`` (deleted);
+- a whiteout in the upper is ``D`` (deleted) when the lower view has that path;
 - an upper object whose path exists in the lower view is ``C`` (changed), except a directory
   that was only copied up on the way to a child and still has the lower directory's mode,
-  owner and mtime (docker skips those);
+  owner, mtime and xattrs (docker skips those);
 - any other upper object is ``A`` (added);
 - the parent directory of every ``A`` and ``D`` is ``C`` (docker adds it even when its own
-  metadata is unchanged);
+  metadata is unchanged), the root excepted;
 - an opaque directory replacing a lower one is ``C``, and each lower name it hides that is
   not in the upper is ``D`` (docker's own output here depends on the storage driver; this is
   what a comparison of the two trees gives);
 - a directory renamed with ``redirect_dir`` (``overlay.redirect``) and everything below it
   are compared by path with what the lowers hold at the new place (its contents are new
   paths there: ``A``, or ``C`` where a lower object had the same path);
-- sorted by path.
+- sorted by path (byte order of the UTF-8 names, as docker's ``changesByPath``).
+
+``changes(union)`` is the same for a ``UnionFS`` (its ``upper`` and ``lowers``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -32,113 +39,281 @@ from .entry import Change, ChangeKind, Entry, Kind
 from .errors import InvalidPath, ReadOnly
 from .layer import Layer
 
-
-def _upper_walk(upper: Layer, top: str = "/") -> Iterator[tuple[str, Entry]]:
-    entry = upper.lookup(top)
-    if entry is None:
-        return
-    yield top, entry
-    if entry.kind is Kind.DIR:
-        for name in sorted(upper.listdir(top)):
-            yield from _upper_walk(upper, _p.join(top, name))
+#: one layer's part of a lower-view object: (index in ``lowers``, path in that layer, entry)
+StackItem = tuple[int, str, Entry]
 
 
-def _lower_entry(union: Any, path: str) -> Entry | None:
-    """The lower view's entry at ``path`` (as if the upper were empty), or None."""
-    node = union._lower.node(path)
-    return None if node is None else node.top
+class LowerProbe:
+    """The read-only union of ``lowers`` (top-most first, as overlayfs ``lowerdir=``),
+    resolved one path at a time.
+
+    ``stack("/a/b")`` resolves ``/a`` and then ``/a/b`` by ``Layer.lookup`` in the layers
+    whose directories merge at each step (a whiteout hides what is below it, an opaque
+    directory stops the merge, a non-directory ends it, ``overlay.redirect`` on a lower
+    directory sends the layers below it to the redirect target), as the kernel's lookup does.
+    Answers are memoised per path: lower layers never change during a probe's life.
+    """
+
+    def __init__(self, lowers: Sequence[Layer]) -> None:
+        self.lowers = list(lowers)
+        root: list[StackItem] = []
+        for i, layer in enumerate(self.lowers):
+            e = layer.lookup("/")
+            if e is None or e.kind is not Kind.DIR:
+                continue
+            root.append((i, "/", e))
+            if e.opaque:
+                break
+        self._stacks: dict[str, tuple[StackItem, ...]] = {"/": tuple(root)}
+
+    def stack(self, path: str) -> tuple[StackItem, ...]:
+        """The layers' objects that make up ``path`` in the lower view, top-most first (the
+        visible one first; for a directory, every directory merged under it; for a metacopy
+        file, the files down to the one holding its data). Empty when
+        the lower view has nothing at ``path`` (also when a parent is not a directory)."""
+        known = self._stacks.get(path)
+        if known is not None:
+            return known
+        head, name = _p.split(path)
+        parent = self.stack(head)
+        found: tuple[StackItem, ...] = ()
+        if parent and parent[0][2].kind is Kind.DIR:
+            items = []
+            for i, lpath, _e in parent:
+                cpath = _p.join(lpath, name)
+                ce = self.lowers[i].lookup(cpath)
+                if ce is not None:
+                    items.append((i, cpath, ce))
+            found = tuple(self.merge(items))
+        self._stacks[path] = found
+        return found
+
+    def merge(self, items: list[StackItem]) -> list[StackItem]:
+        """overlayfs's merge rule for one name: from its lookups in the layers of the
+        parent directory's stack (top-most first), the visible object and what merges under
+        it. A whiteout on top hides the name; a directory merges the directories below it
+        until an opaque one, a non-directory or a whiteout (a redirect sends the layers below
+        to its target); a metacopy file is followed down to the file holding its data; any
+        other object stands alone."""
+        out: list[StackItem] = []
+        for i, cpath, e in items:
+            if not out:
+                if e.kind is Kind.WHITEOUT:
+                    return []
+                out.append((i, cpath, e))
+                if e.kind is Kind.FILE and e.metacopy:
+                    continue   # its data is in a layer below
+                if e.kind is not Kind.DIR:
+                    return out  # a non-directory hides everything below it
+            elif out[0][2].kind is not Kind.DIR:  # a metacopy file's chain
+                if e.kind is not Kind.FILE:
+                    return out
+                out.append((i, cpath, e))
+                if not e.metacopy:
+                    return out
+                continue
+            elif e.kind is not Kind.DIR:
+                return out      # a whiteout or a non-directory ends the merge
+            else:
+                out.append((i, cpath, e))
+            if e.opaque:
+                return out
+            if e.redirect:
+                return out + self.redirected(i, cpath, e.redirect)
+        return out
+
+    def redirected(self, i: int, cpath: str, redirect: str) -> list[StackItem]:
+        """The directories merged under layer ``i``'s directory ``cpath`` that carries
+        ``overlay.redirect``: looked up at the target in each layer below it."""
+        target = redirect if redirect.startswith("/") else _p.join(_p.split(cpath)[0], redirect)
+        out: list[StackItem] = []
+        for j in range(i + 1, len(self.lowers)):
+            e = self.lowers[j].lookup(target)
+            if e is None:
+                continue
+            if e.kind is not Kind.DIR:
+                break
+            out.append((j, target, e))
+            if e.opaque:
+                break
+            if e.redirect:
+                target = e.redirect if e.redirect.startswith("/") else _p.join(
+                    _p.split(target)[0], e.redirect)
+        return out
+
+    def lookup(self, path: str) -> Entry | None:
+        """The lower view's entry at ``path`` (the visible layer's), or ``None``."""
+        s = self.stack(path)
+        return s[0][2] if s else None
+
+    def names(self, path: str) -> set[str]:
+        """The names the lower view shows in the directory ``path`` (empty when ``path`` is
+        not a directory there). Lists that one directory in each merged layer."""
+        s = self.stack(path)
+        if not s or s[0][2].kind is not Kind.DIR:
+            return set()
+        seen: set[str] = set()
+        for i, lpath, _e in s:
+            seen.update(self.lowers[i].listdir(lpath))
+        return {n for n in seen if self.stack(_p.join(path, n))}
 
 
-def changes(union: Any) -> Iterator[Change]:
-    """``docker diff`` of ``union``'s upper layer against its lowers, sorted by path.
-    Raises ``ReadOnly`` (EROFS) for a union without an upper layer."""
-    if union.upper is None:
-        raise ReadOnly("/", "a read-only union has no changes")
-    upper = union.upper
+def probe_layer(directory: str | os.PathLike) -> Layer:
+    """A lower layer over an unpacked layer directory (overlayfs or OCI whiteout form) that
+    answers each ``lookup`` with a few ``lstat`` calls on the host: no index is built or
+    loaded, so opening it costs nothing whatever the layer's size
+    (``DirLayer(directory, index=False)``, read-only). Raises ``NotFound``/``NotADir`` for a
+    bad directory."""
+    from .layer import DirLayer
+
+    return DirLayer(directory, index=False)
+
+
+def _as_layer(layer: Layer | str | os.PathLike) -> Layer:
+    return probe_layer(layer) if isinstance(layer, (str, os.PathLike)) else layer
+
+
+def _lower_source(e: Entry, parent_key: str | None, name: str) -> str | None:
+    """Where a directory's lower contents are looked up: an absolute redirect's target
+    (followed from the lower layers' root whatever the parent holds, as the kernel's
+    ``ovl_lookup`` does), else a relative redirect or its own name under the parent's
+    lower-view path (``None``: the parent shows no lower directory)."""
+    if e.redirect and e.redirect.startswith("/"):
+        return e.redirect
+    if parent_key is None:
+        return None
+    return _p.join(parent_key, e.redirect or name)
+
+
+def _only_copied_up(e: Entry, low: Entry) -> bool:
+    """An upper directory docker does not report: copied up on the way to a child, with
+    the lower directory's mode, owner, mtime (to the microsecond) and xattrs."""
+    return (e.kind is Kind.DIR and low.kind is Kind.DIR and not e.opaque and not e.redirect
+            and e.mode == low.mode and e.uid == low.uid and e.gid == low.gid
+            and e.mtime_ns // 1000 == low.mtime_ns // 1000 and e.xattrs == low.xattrs)
+
+
+def upper_changes(upper: Layer | str | os.PathLike,
+                  lowers: Sequence[Layer | str | os.PathLike] | LowerProbe) -> list[Change]:
+    """``docker diff``: the ``A``/``C``/``D`` changes of the ``upper`` layer over ``lowers``
+    (top-most first), sorted by path, by the rules in this module's docstring.
+
+    ``upper`` and each lower may be a ``Layer`` or a layer directory on disk (read through
+    ``probe_layer``). Walks the upper layer; each lower layer is only asked about the paths
+    the upper holds (see ``LowerProbe``), never read, never written.
+    Raises ``NotFound``/``NotADir`` for a missing layer directory."""
+    up = _as_layer(upper)
+    probe = lowers if isinstance(lowers, LowerProbe) else LowerProbe(
+        [_as_layer(x) for x in lowers])
     found: dict[str, ChangeKind] = {}
     parents: set[str] = set()
 
-    # walk the upper with the lower-view path of each object (redirects move it)
-    stack: list[tuple[str, str | None]] = [("/", "/")]
-    while stack:
-        path, lkey = stack.pop()
-        e = upper.lookup(path)
+    def mark(path: str, kind: ChangeKind) -> None:
+        found[path] = kind
+        if kind is not ChangeKind.CHANGED:
+            parents.add(_p.split(path)[0])
+
+    # (union path, its lower-view path: None below an opaque directory)
+    todo: list[tuple[str, str | None]] = [("/", "/")]
+    while todo:
+        path, lkey = todo.pop()
+        e = up.lookup(path)
         if e is None:
             continue
-        if e.kind is Kind.DIR and path != "/" and e.redirect:
-            # a renamed directory: every path below it is compared, by path, with what the
-            # lowers hold at that place (its contents moved there, so they are new paths)
-            _renamed_changes(union, path, lkey, found, parents)
+        if path != "/" and e.kind is Kind.DIR and e.redirect:
+            # renamed: its contents are new paths at this place
+            src = _lower_source(e, _p.split(lkey)[0] if lkey is not None else None,
+                                _p.split(path)[1])
+            _renamed(up, probe, path, e, src, lkey, mark)
             continue
-        low = _lower_entry(union, lkey) if lkey is not None else None
+        low = probe.lookup(lkey) if lkey is not None else None
         if path != "/":
             if e.kind is Kind.WHITEOUT:
                 if low is not None:
-                    found[path] = ChangeKind.DELETED
-                    parents.add(_p.split(path)[0])
+                    mark(path, ChangeKind.DELETED)
                 continue
             if low is None:
-                found[path] = ChangeKind.ADDED
-                parents.add(_p.split(path)[0])
-            elif e.kind is Kind.DIR and low.kind is Kind.DIR and not e.opaque and \
-                    not e.redirect and e.mode == low.mode and e.uid == low.uid and \
-                    e.gid == low.gid and e.mtime_ns // 1000 == low.mtime_ns // 1000 and \
-                    e.xattrs == low.xattrs:
-                pass  # only copied up on the way to a child
-            else:
-                found[path] = ChangeKind.CHANGED
+                mark(path, ChangeKind.ADDED)
+            elif not _only_copied_up(e, low):
+                mark(path, ChangeKind.CHANGED)
         if e.kind is not Kind.DIR:
             continue
-        names = upper.listdir(path)
-        if e.opaque or (e.redirect and path != "/"):
-            lower_node = union._lower.node(lkey) if lkey is not None else None
-            if e.opaque and lower_node is not None and lower_node.is_dir:
-                present = set(names)
-                for name in union._lower.children(lower_node, lkey):
-                    if name not in present:
-                        found[_p.join(path, name)] = ChangeKind.DELETED
-                        parents.add(path)
-            if e.opaque:
-                lkey = None  # nothing below an opaque directory is compared
+        names = up.listdir(path)
+        if e.opaque:
+            if low is not None and low.kind is Kind.DIR:
+                present = {n for n in names if not _is_whiteout(up, _p.join(path, n))}
+                for name in probe.names(lkey) - present:  # type: ignore[arg-type]
+                    mark(_p.join(path, name), ChangeKind.DELETED)
+            lkey = None  # nothing below an opaque directory is compared
         for name in sorted(names, reverse=True):
-            stack.append((_p.join(path, name),
-                          _p.join(lkey, name) if lkey is not None else None))
+            todo.append((_p.join(path, name), _p.join(lkey, name) if lkey is not None else None))
     for parent in parents:
         if parent != "/" and parent not in found:
             found[parent] = ChangeKind.CHANGED
-    for path in sorted(found):
-        yield Change(path, found[path])
+    # docker sorts by the bytes of the path (Go string order): the same as code points for
+    # UTF-8 names, but not for undecodable bytes carried as surrogates
+    return [Change(p, found[p]) for p in sorted(found, key=os.fsencode)]
 
 
-def _renamed_changes(union: Any, path: str, lkey: str | None, found: dict,
-                     parents: set) -> None:
-    """Changes for a directory that came by rename (``overlay.redirect``) and below it."""
-    low_node = union._lower.node(lkey) if lkey is not None else None
+def _is_whiteout(layer: Layer, path: str) -> bool:
+    e = layer.lookup(path)
+    return e is not None and e.kind is Kind.WHITEOUT
 
-    def visit(p: str, low: Any) -> None:
-        node = union._walk(p, follow=False)
-        if low is None:
-            found[p] = ChangeKind.ADDED
-            parents.add(_p.split(p)[0])
-        else:
-            found[p] = ChangeKind.CHANGED
-        if not node.is_dir:
+
+def _renamed(up: Layer, probe: LowerProbe, path: str, e: Entry, src: str | None,
+             lkey: str | None, mark: Any) -> None:
+    """Changes for a directory that came by rename (``overlay.redirect``) and below it: its
+    merged contents (upper objects over the lower directory at ``src``) against what the
+    lower view holds at its new place ``lkey``."""
+
+    def visit(p: str, ue: Entry | None, src: str | None, cmp: str | None) -> None:
+        low = probe.lookup(cmp) if cmp is not None else None
+        mark(p, ChangeKind.ADDED if low is None else ChangeKind.CHANGED)
+        lower_e = probe.lookup(src) if src is not None else None
+        is_dir = (ue.kind if ue is not None else lower_e.kind) is Kind.DIR  # type: ignore
+        if not is_dir:
             return
-        names = union.listdir(p)
-        lower_names = union._lower.children(low, lkey_of[p]) if (
-            low is not None and low.is_dir) else {}
-        for name in lower_names:
-            if name not in names:
-                found[_p.join(p, name)] = ChangeKind.DELETED
-                parents.add(p)
-        for name in names:
-            child = _p.join(p, name)
-            clow = lower_names.get(name) if lower_names else None
-            lkey_of[child] = _p.join(lkey_of[p], name) if lkey_of.get(p) else None
-            visit(child, clow)
+        # the merged directory: upper names over the lower names at src
+        merged: dict[str, tuple[Entry | None, str | None]] = {}
+        hidden: set[str] = set()
+        if ue is not None:
+            for name in up.listdir(p):
+                ce = up.lookup(_p.join(p, name))
+                if ce is None:
+                    continue
+                if ce.kind is Kind.WHITEOUT:
+                    hidden.add(name)
+                elif ce.kind is Kind.DIR and not ce.opaque:
+                    csrc = _lower_source(ce, src, name)
+                    cl = probe.lookup(csrc) if csrc is not None else None
+                    merged[name] = (ce, csrc if cl is not None and cl.kind is Kind.DIR
+                                    else None)
+                else:
+                    merged[name] = (ce, None)
+        if src is not None and lower_e is not None and lower_e.kind is Kind.DIR and (
+                ue is None or not ue.opaque):
+            for name in probe.names(src):
+                if name not in merged and name not in hidden:
+                    merged[name] = (None, _p.join(src, name))
+        if low is not None and low.kind is Kind.DIR:
+            for name in probe.names(cmp) - merged.keys():  # type: ignore[arg-type]
+                mark(_p.join(p, name), ChangeKind.DELETED)
+        for name in sorted(merged):
+            cue, csrc = merged[name]
+            ccmp = _p.join(cmp, name) if low is not None and low.kind is Kind.DIR else None
+            visit(_p.join(p, name), cue, csrc, ccmp)
 
-    lkey_of: dict[str, str | None] = {path: lkey if low_node is not None else None}
-    visit(path, low_node)
+    lower = probe.lookup(src) if src is not None else None
+    visit(path, e, src if lower is not None and lower.kind is Kind.DIR else None, lkey)
+
+
+def changes(union: Any) -> Iterator[Change]:
+    """``docker diff`` of ``union``'s upper layer against its lowers, sorted by path
+    (``upper_changes(union.upper, union.lowers)``).
+    Raises ``ReadOnly`` (EROFS) for a union without an upper layer."""
+    if union.upper is None:
+        raise ReadOnly("/", "a read-only union has no changes")
+    yield from upper_changes(union.upper, union.lowers)
 
 
 @dataclass(frozen=True)
@@ -206,4 +381,5 @@ def _expand(union: Any, path: str) -> Iterator[CommitItem]:
             yield from _expand(union, cpath)
 
 
-__all__ = ["CommitItem", "changes", "commit_walk"]
+__all__ = ["CommitItem", "LowerProbe", "StackItem", "changes", "commit_walk", "probe_layer",
+           "upper_changes"]

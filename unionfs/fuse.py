@@ -36,14 +36,22 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-if not os.environ.get("FUSE_LIBRARY_PATH") and not os.environ.get("FUSE_LIBRARY_NAME"):
+_CHOSEN = bool(os.environ.get("FUSE_LIBRARY_PATH") or os.environ.get("FUSE_LIBRARY_NAME"))
+if not _CHOSEN:
     # libfuse 3 by its soname: dlopen finds it without find_library's ldconfig subprocess
     # (the mount is live sooner); mfusepy checks the version it got either way
     os.environ["FUSE_LIBRARY_PATH"] = "libfuse3.so.3"
 
-import mfusepy  # after the library choice above
+import mfusepy  # noqa: E402 - after the library choice above
 
-from .mount import DEFAULT_TIMEOUT, XATTR_PID, XATTR_WHICH, MountOptions
+if mfusepy.fuse_version_major != 3 and not _CHOSEN:  # pragma: no cover - import order
+    # someone imported mfusepy before us, without a library choice, and it took libfuse 2:
+    # load it again now that the choice is made (nothing has been mounted through it yet)
+    import importlib
+
+    mfusepy = importlib.reload(mfusepy)
+
+from .mount import DEFAULT_TIMEOUT, XATTR_PID, XATTR_WHICH, MountOptions  # noqa: E402
 
 if mfusepy.fuse_version_major != 3:  # pragma: no cover - depends on the host
     raise ImportError(
@@ -91,17 +99,209 @@ _libc_malloc.restype = ctypes.c_void_p
 _libc_free = _libc.free
 _libc_free.argtypes = [ctypes.c_void_p]
 
+# readdir flags of libfuse 3 (fuse.h): the kernel asked for READDIRPLUS; an entry carries
+# full attributes (libfuse then answers the kernel's lookup of it from the reply)
+_READDIR_PLUS = 1
+_FILL_DIR_PLUS = 2
+#: directories whose listings the adapter keeps before it starts again from empty
+_LISTINGS_MAX = 4096
+
+
+def _fill_stat(c: Any, st: os.stat_result) -> None:
+    """Copy ``st`` into the C ``struct stat`` ``c`` (zeroed by its allocator)."""
+    c.st_ino, c.st_mode, c.st_nlink = st.st_ino, st.st_mode, st.st_nlink
+    c.st_uid, c.st_gid, c.st_rdev, c.st_size = st.st_uid, st.st_gid, st.st_rdev, st.st_size
+    c.st_blksize, c.st_blocks = st.st_blksize or 4096, st.st_blocks or 0
+    c.st_atimespec.tv_sec, c.st_atimespec.tv_nsec = divmod(st.st_atime_ns, 1_000_000_000)
+    c.st_mtimespec.tv_sec, c.st_mtimespec.tv_nsec = divmod(st.st_mtime_ns, 1_000_000_000)
+    c.st_ctimespec.tv_sec, c.st_ctimespec.tv_nsec = divmod(st.st_ctime_ns, 1_000_000_000)
+
+
+def _dirent(name: str, mode: int, ino: int) -> tuple[bytes, Any]:
+    """One prepared readdir entry: the encoded name and a ``struct stat`` with the type
+    and inode number (all that a plain readdir reply carries)."""
+    c = mfusepy.c_stat()
+    c.st_mode, c.st_ino = mode, ino
+    return name.encode("utf-8", "surrogateescape"), c
+
+
+_DOTS = (_dirent(".", _stat.S_IFDIR, 0), _dirent("..", _stat.S_IFDIR, 0))
+
+
+def _text_range(prefix: str) -> tuple[int, int] | None:
+    """The address range of the executable mappings of the loaded library whose file name
+    starts with ``prefix`` (the soname links to a versioned file)."""
+    lo = hi = None
+    with open("/proc/self/maps") as f:
+        for line in f:
+            parts = line.split()
+            if (len(parts) >= 6 and "x" in parts[1]
+                    and os.path.basename(parts[5]).startswith(prefix)):
+                a, b = (int(x, 16) for x in parts[0].split("-"))
+                lo = a if lo is None else min(lo, a)
+                hi = b if hi is None else max(hi, b)
+    return None if lo is None else (lo, hi)
+
+
+_LL_OPENDIR = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64,
+                               ctypes.POINTER(mfusepy.fuse_file_info))
+# slots in libfuse 3's struct fuse_lowlevel_ops (fuse_lowlevel.h): init=0 ... read=15,
+# write=16 (unset by the high-level API, which uses write_buf), opendir=20
+_LL_WRITE, _LL_OPENDIR_SLOT, _LL_SLOTS = 16, 20, 23
+
+
+class _DirCacheHook:
+    """Lets our ``opendir`` set ``cache_readdir``/``keep_cache`` on the reply to the kernel.
+
+    libfuse before 3.16 (libfuse PR #822) drops both flags that a high-level ``opendir``
+    sets: ``fuse_lib_opendir`` hands the file system a copy of the request's
+    ``fuse_file_info`` and replies with the original. This hook wraps the low-level opendir
+    handler in the session's operation table (found by its shape: a run of pointers into
+    libfuse's code with the unused ``write`` slot at its place) and exposes the original
+    ``fuse_file_info`` to our handler while it runs, so the flags reach the kernel, which
+    then keeps directory listings in its page cache until the directory changes.
+    """
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self._orig: Any = None
+        self._cb: Any = None
+
+    @property
+    def current(self) -> Any:
+        return getattr(self._local, "llfi", None)
+
+    def install(self, fuse_ptr: int) -> bool:
+        """Hook the session of the ``struct fuse`` at ``fuse_ptr``; False if its operation
+        table cannot be recognised (nothing is changed then)."""
+        span = _text_range("libfuse3.so")
+        get_session = mfusepy._libfuse.fuse_get_session
+        get_session.argtypes = [ctypes.c_void_p]
+        get_session.restype = ctypes.c_void_p
+        se = get_session(fuse_ptr)
+        if span is None or not se:
+            return False
+        lo, hi = span
+        words = (ctypes.c_void_p * 64).from_address(se)
+
+        def code(i: int) -> bool:
+            return words[i] is not None and lo <= words[i] < hi
+
+        for start in range(0, 64 - _LL_SLOTS):
+            if (all(code(start + i) for i in range(_LL_SLOTS) if i != _LL_WRITE)
+                    and words[start + _LL_WRITE] is None):
+                break
+        else:
+            return False
+        slot = ctypes.c_void_p.from_address(se + (start + _LL_OPENDIR_SLOT)
+                                            * ctypes.sizeof(ctypes.c_void_p))
+        self._orig = _LL_OPENDIR(slot.value)
+        self._cb = _LL_OPENDIR(self._opendir)  # kept referenced for the mount's lifetime
+        slot.value = ctypes.cast(self._cb, ctypes.c_void_p).value
+        return True
+
+    def _opendir(self, req: int, ino: int, llfi: Any) -> None:
+        self._local.llfi = llfi
+        try:
+            self._orig(req, ino, llfi)  # libfuse calls our opendir, then replies
+        finally:
+            self._local.llfi = None
+
 
 class _Open:
     """One open file: the engine's file object, the union path it is open under (kept up to
-    date across renames), and once it is unlinked, the union inode number it had."""
+    date across renames), and once it is unlinked, the union inode number it had; ``shared``
+    when the file object is a read-only one from the ``_ReadPool``."""
 
-    __slots__ = ("file", "ino", "path")
+    __slots__ = ("file", "ino", "path", "shared")
 
-    def __init__(self, file: Any, path: str) -> None:
+    def __init__(self, file: Any, path: str, shared: bool = False) -> None:
         self.file = file
         self.path = path
         self.ino = 0
+        self.shared = shared
+
+
+class _ReadPool:
+    """Read-only engine file objects shared by every read-only open of the same path.
+
+    A read-only open of a file no call has changed since (all changes come through this
+    mount) may reuse the file object an earlier open made: reads are positional (``pread``
+    or libfuse reading the host descriptor at an offset), so sharing is invisible, and an
+    open costs a dictionary look-up instead of a walk of the layers and a host ``open``.
+    A path is dropped from the pool by any call that changes it or its place (write opens,
+    truncation, metadata, unlink, rename); handles already open keep their object, as they
+    would keep their descriptor. Objects no handle uses stay open, ``limit`` at most.
+    """
+
+    def __init__(self, limit: int = 256) -> None:
+        self.limit = limit
+        self._by_path: dict[str, Any] = {}
+        self._refs: dict[int, int] = {}
+        self._idle: dict[str, None] = {}  # paths whose object no handle uses, oldest first
+
+    def get(self, path: str) -> Any:
+        f = self._by_path.get(path)
+        if f is not None:
+            self._refs[id(f)] += 1
+            self._idle.pop(path, None)
+        return f
+
+    def add(self, path: str, f: Any) -> None:
+        self.drop(path)
+        self._by_path[path] = f
+        self._refs[id(f)] = 1
+
+    def release(self, path: str, f: Any) -> None:
+        """A handle of ``f`` (opened as ``path``) is closed."""
+        refs = self._refs.get(id(f), 1) - 1
+        if refs > 0:
+            self._refs[id(f)] = refs
+            return
+        if self._by_path.get(path) is f:
+            self._refs[id(f)] = 0
+            self._idle[path] = None
+            while len(self._idle) > self.limit:
+                self.drop(next(iter(self._idle)))
+        else:
+            self._refs.pop(id(f), None)
+            with contextlib.suppress(OSError):
+                f.close()
+
+    def drop(self, path: str) -> None:
+        f = self._by_path.pop(path, None)
+        if f is None:
+            return
+        self._idle.pop(path, None)
+        if not self._refs.get(id(f)):
+            self._refs.pop(id(f), None)
+            with contextlib.suppress(OSError):
+                f.close()
+
+    def drop_tree(self, path: str) -> None:
+        prefix = path.rstrip("/") + "/"
+        for p in [p for p in self._by_path if p == path or p.startswith(prefix)]:
+            self.drop(p)
+
+    def close(self) -> None:
+        for p in list(self._by_path):
+            self.drop(p)
+
+
+def _pool_size() -> int:
+    """How many unused read-only objects the pool may keep open: raise the soft limit of
+    open files to the hard one (at most 65536) and use a quarter of it, at most 8192."""
+    import resource
+
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+        if soft != resource.RLIM_INFINITY and soft < want:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            soft = want
+    except (OSError, ValueError):
+        return 256
+    return max(64, min(8192, soft // 4))
 
 
 class _Invalidator:
@@ -168,6 +368,17 @@ class FuseOperations(mfusepy.Operations):
         self._names: dict[int, set[str]] = {}
         self._ino_of: dict[str, int] = {}
         self._invalidate = _Invalidator()
+        self._reads = _ReadPool(_pool_size())
+        self._plus: dict[int, list[tuple[bytes, Any]]] = {}  # READDIRPLUS entries by handle
+        self._key: dict[int, str] = {}  # handle -> the path its shared object is pooled as
+        # prepared readdir entries per directory (names, types and inode numbers change
+        # only through this mount): dropped by every call that changes a listing
+        self._listings: dict[str, list[tuple[bytes, Any]]] = {}
+        #: the kernel may keep listings (set when the entry timeout is long, see init)
+        self.kernel_dir_cache = False
+        #: answer READDIRPLUS with full attributes (the kernel needs no LOOKUP afterwards)
+        self.readdirplus = True
+        self.dir_hook: _DirCacheHook | None = None
 
     # -- set-up -----------------------------------------------------------------------------
 
@@ -190,6 +401,17 @@ class FuseOperations(mfusepy.Operations):
             config.hard_remove = 0
             config.nullpath_ok = 0
             config.entry_timeout = option("entry_timeout", timeout)
+            # listings cached by the kernel are dropped when the directory changes through
+            # this mount; like entries, only worth keeping when the timeout is long
+            self.kernel_dir_cache = config.entry_timeout >= 1.0 and (
+                opts is None or opts.cache_readdir)
+            self.readdirplus = opts is None or opts.readdirplus
+            fuse_ptr = self._invalidate.fuse_ptr
+            if self.kernel_dir_cache and fuse_ptr:
+                hook = _DirCacheHook()
+                with contextlib.suppress(Exception):
+                    if hook.install(fuse_ptr):
+                        self.dir_hook = hook
             config.attr_timeout = option("attr_timeout", timeout)
             config.negative_timeout = option("negative_timeout", timeout)
             explicit = opts is not None and any(
@@ -213,6 +435,7 @@ class FuseOperations(mfusepy.Operations):
         for o in files.values():
             with contextlib.suppress(OSError):
                 o.file.close()
+        self._reads = _ReadPool(self._reads.limit)
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -335,29 +558,106 @@ class FuseOperations(mfusepy.Operations):
         return self.union.readlink(path)
 
     def opendir(self, path: str) -> int:
-        self.union.lstat(path)
+        # no engine call: the kernel opens only a directory it has looked up through us
+        # (and checked permissions on), and readdir reports any error the engine has
         fh = next(self._next_fh)
         self._dirs[fh] = path
         return fh
 
     def releasedir(self, path: str | None, fh: int) -> int:
         self._dirs.pop(fh, None)
+        self._plus.pop(fh, None)
         return 0
 
-    def readdir(self, path: str | None, fh: int) -> list:
+    def stable(self, path: str) -> bool:
+        """Whether ``path`` changes only through this mount, so that listings and open
+        objects may be kept: always in a ``UnionFS``; in a ``MountTable`` only inside its
+        unions (a host directory mounted as a volume changes under the host's hands)."""
+        route = getattr(self.union, "route", None)
+        if route is None:
+            return True
+        from .union import UnionFS
+
+        try:
+            mount, _inner = route(path)
+        except (OSError, ValueError):
+            return False
+        return isinstance(mount.fs, UnionFS)
+
+    def _dir_path(self, path: str | None, fh: int) -> str:
         if path is None:
             path = self._dirs.get(fh)
             if path is None:
                 raise OSError(errno.EBADF, os.strerror(errno.EBADF))
-        out: list = [(".", {"st_mode": _stat.S_IFDIR}, 0), ("..", {"st_mode": _stat.S_IFDIR}, 0)]
+        return path
+
+    def listing(self, path: str | None, fh: int = 0) -> list[tuple[bytes, Any]]:
+        """The prepared entries of directory ``path`` (without ``.`` and ``..``): encoded
+        names with their type and inode number, kept until the directory changes."""
+        path = self._dir_path(path, fh)
+        out = self._listings.get(path)
+        if out is not None:
+            return out
         fast = getattr(self.union, "listdir_types", None)
         if fast is not None:
-            out.extend((name, {"st_mode": mode, "st_ino": ino}, 0)
-                       for name, mode, ino in fast(path))
+            out = [_dirent(name, mode, ino) for name, mode, ino in fast(path)]
+        else:
+            out = []
+            for entry in self.union.scandir(path):
+                st = entry.stat(follow_symlinks=False)
+                out.append(_dirent(entry.name, st.st_mode, st.st_ino))
+        if self.stable(path):
+            if len(self._listings) >= _LISTINGS_MAX:
+                self._listings.clear()
+            self._listings[path] = out
+        return out
+
+    def listing_plus(self, path: str | None, fh: int = 0, *,
+                     fresh: bool = True) -> list[tuple[bytes, Any]]:
+        """The entries of directory ``path`` with their full attributes: read now when
+        ``fresh`` (a listing from its start), else as read for the same handle ``fh``."""
+        out = None if fresh else self._plus.get(fh)
+        if out is not None:
             return out
+        path = self._dir_path(path, fh)
+        out = []
         for entry in self.union.scandir(path):
             st = entry.stat(follow_symlinks=False)
-            out.append((entry.name, {"st_mode": st.st_mode, "st_ino": st.st_ino}, 0))
+            if st.st_nlink > 1:
+                # the kernel learns this name here, not from getattr: remember it for
+                # the invalidation of hard-linked names (_changed)
+                self._note(entry.path, st)
+            c = mfusepy.c_stat()
+            _fill_stat(c, st)
+            out.append((entry.name.encode("utf-8", "surrogateescape"), c))
+        if fh in self._dirs:
+            self._plus[fh] = out
+        return out
+
+    def _dirty(self, *paths: str | None) -> None:
+        """``paths`` are created, removed or replaced: their parents' listings changed, and
+        no read-only open may reuse an object opened under their names before."""
+        for p in paths:
+            if p is not None:
+                self._reads.drop(p)
+                if self._listings:
+                    self._listings.pop(os.path.dirname(p) or "/", None)
+
+    def _dirty_tree(self, path: str) -> None:
+        """``path`` (a directory, perhaps) moved or went: forget its listings and those of
+        everything below it, and the read-only objects opened below it."""
+        self._reads.drop_tree(path)
+        if self._listings:
+            prefix = path.rstrip("/") + "/"
+            for key in [k for k in self._listings if k == path or k.startswith(prefix)]:
+                del self._listings[key]
+
+    def readdir(self, path: str | None, fh: int) -> list:
+        """mfusepy's form of a listing: ``(name, attrs, 0)`` with ``.`` and ``..`` first."""
+        out: list = [(".", {"st_mode": _stat.S_IFDIR}, 0), ("..", {"st_mode": _stat.S_IFDIR}, 0)]
+        for name, c in self.listing(path, fh):
+            out.append((name.decode("utf-8", "surrogateescape"),
+                        {"st_mode": c.st_mode, "st_ino": c.st_ino}, 0))
         return out
 
     def statfs(self, path: str) -> dict[str, int]:
@@ -374,6 +674,7 @@ class FuseOperations(mfusepy.Operations):
         if path is None or path in self._hidden:
             os.fchmod(self._host_fd(self._unlinked(path, fh), change=True), _stat.S_IMODE(mode))
         else:
+            self._reads.drop(path)
             self.union.chmod(path, _stat.S_IMODE(mode))
             self._changed(path)  # type: ignore[arg-type]
         return 0
@@ -382,6 +683,7 @@ class FuseOperations(mfusepy.Operations):
         if path is None or path in self._hidden:
             os.fchown(self._host_fd(self._unlinked(path, fh), change=True), uid, gid)
         else:
+            self._reads.drop(path)
             self._chown(path, uid, gid)
             self._changed(path)
         return 0
@@ -400,6 +702,7 @@ class FuseOperations(mfusepy.Operations):
         if path is None or path in self._hidden:
             os.utime(self._host_fd(self._unlinked(path, fh), change=True), ns=(atime, mtime))
         else:
+            self._reads.drop(path)
             try:
                 self.union.utime(path, ns=(atime, mtime), follow_symlinks=False)
             except TypeError:
@@ -410,16 +713,19 @@ class FuseOperations(mfusepy.Operations):
     # -- namespace --------------------------------------------------------------------------
 
     def mknod(self, path: str, mode: int, dev: int) -> int:
+        self._dirty(path)
         self.union.mknod(path, mode, dev)
         self._give_to_caller(path)
         return 0
 
     def mkdir(self, path: str, mode: int) -> int:
+        self._dirty(path)
         self.union.mkdir(path, mode)
         self._give_to_caller(path)
         return 0
 
     def unlink(self, path: str) -> int:
+        self._dirty(path)
         if self._hidden.pop(path, None) is not None:
             return 0  # the engine unlinked it when libfuse hid it
         self.union.unlink(path)
@@ -427,16 +733,22 @@ class FuseOperations(mfusepy.Operations):
         return 0
 
     def rmdir(self, path: str) -> int:
+        self._dirty(path)
+        self._dirty_tree(path)
         self.union.rmdir(path)
         return 0
 
     def symlink(self, target: str, source: str) -> int:
         """``target`` is the new link's path, ``source`` what it points to (mfusepy order)."""
+        self._dirty(target)
         self.union.symlink(source, target)
         self._give_to_caller(target)
         return 0
 
     def rename(self, old: str, new: str, flags: int = 0) -> int:
+        self._dirty(old, new)
+        self._dirty_tree(old)
+        self._dirty_tree(new)
         if flags == 0 and os.path.basename(new).startswith(_HIDDEN_PREFIX) and self._files:
             # libfuse hides a file unlinked while open by renaming it; do the real unlink
             # instead (nothing named .fuse_hidden* ever reaches the upper layer) and keep
@@ -458,6 +770,7 @@ class FuseOperations(mfusepy.Operations):
 
     def link(self, target: str, source: str) -> int:
         """A hard link ``target`` to the existing ``source`` (mfusepy order)."""
+        self._dirty(target, source)
         self.union.link(source, target)
         st = self.union.lstat(target)
         self._note(source, st)
@@ -468,12 +781,24 @@ class FuseOperations(mfusepy.Operations):
     # -- files ------------------------------------------------------------------------------
 
     def open(self, path: str, flags: int) -> int:
-        fh = self._add(self.union.open(path, flags), path)
-        if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC):
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND):
+            self._reads.drop(path)
+            fh = self._add(self.union.open(path, flags), path)
             self._changed(path)  # a copy-up may have broken a hard link
+            return fh
+        if flags & os.O_DIRECT or not self.stable(path):
+            return self._add(self.union.open(path, flags), path)
+        f = self._reads.get(path)
+        if f is None:
+            f = self.union.open(path, flags)
+            self._reads.add(path, f)
+        fh = next(self._next_fh)
+        self._files[fh] = _Open(f, path, shared=True)
+        self._key[fh] = path
         return fh
 
     def create(self, path: str, mode: int, flags: int = os.O_WRONLY) -> int:
+        self._dirty(path)
         f = self.union.open(path, flags | os.O_CREAT, perm=_stat.S_IMODE(mode))
         try:
             self._give_to_caller(path)
@@ -523,12 +848,15 @@ class FuseOperations(mfusepy.Operations):
 
     def truncate(self, path: str | None, length: int, fh: int | None = None) -> int:
         if fh is not None and fh in self._files:
+            if path is not None:
+                self._reads.drop(path)
             self._files[fh].file.truncate(length)
             if path is not None:
                 self._changed(path)
         elif path is not None and path in self._hidden:
             self._unlinked(path, None).file.truncate(length)
         elif path is not None:
+            self._reads.drop(path)
             self.union.truncate(path, length)
             self._changed(path)
         else:
@@ -545,7 +873,11 @@ class FuseOperations(mfusepy.Operations):
 
     def release(self, path: str | None, fh: int) -> int:
         o = self._files.pop(fh, None)
-        if o is not None:
+        if o is None:
+            return 0
+        if o.shared:
+            self._reads.release(self._key.pop(fh, o.path), o.file)
+        else:
             o.file.close()
         return 0
 
@@ -563,6 +895,7 @@ class FuseOperations(mfusepy.Operations):
 
     def setxattr(self, path: str, name: str, value: bytes, options: int,
                  position: int = 0) -> int:
+        self._reads.drop(path)
         try:
             self.union.setxattr(path, name, value, options, follow_symlinks=False)
         except TypeError:
@@ -577,6 +910,7 @@ class FuseOperations(mfusepy.Operations):
             return list(self.union.listxattr(path))
 
     def removexattr(self, path: str, name: str) -> int:
+        self._reads.drop(path)
         try:
             self.union.removexattr(path, name, follow_symlinks=False)
         except TypeError:
@@ -641,14 +975,50 @@ class _FUSE(mfusepy.FUSE):
 
     def getattr_fuse_3(self, path: bytes | None, buf: Any, fip: Any) -> int:
         # fill the C struct directly (libfuse zeroed it): the hottest call of all
-        st = self.operations.stat(self._path(path), self._fh(fip))
-        c = buf.contents
-        c.st_ino, c.st_mode, c.st_nlink = st.st_ino, st.st_mode, st.st_nlink
-        c.st_uid, c.st_gid, c.st_rdev, c.st_size = st.st_uid, st.st_gid, st.st_rdev, st.st_size
-        c.st_blksize, c.st_blocks = st.st_blksize or 4096, st.st_blocks or 0
-        c.st_atimespec.tv_sec, c.st_atimespec.tv_nsec = divmod(st.st_atime_ns, 1_000_000_000)
-        c.st_mtimespec.tv_sec, c.st_mtimespec.tv_nsec = divmod(st.st_mtime_ns, 1_000_000_000)
-        c.st_ctimespec.tv_sec, c.st_ctimespec.tv_nsec = divmod(st.st_ctime_ns, 1_000_000_000)
+        _fill_stat(buf.contents, self.operations.stat(self._path(path), self._fh(fip)))
+        return 0
+
+    def opendir(self, path: bytes, fip: Any) -> int:
+        ops = self.operations
+        p = self._path(path)
+        fip.contents.fh = ops.opendir(p)
+        hook = ops.dir_hook
+        llfi = hook.current if hook is not None else None
+        if llfi and ops.stable(p):
+            # the kernel keeps the listing across opens until the directory changes
+            llfi.contents.cache_readdir = 1
+            llfi.contents.keep_cache = 1
+        return 0
+
+    def readdir_fuse_3(self, path: bytes | None, buf: Any, filler: Any, offset: int,
+                       fip: Any, flags: int) -> int:
+        # prepared entries straight into libfuse's filler, each with its offset (index + 1):
+        # libfuse 3.14 passes attributes on to the kernel only from a filler given offsets
+        # (without them it answers READDIRPLUS with "no attributes" for every entry), and
+        # offsets let each request start where the last one ended
+        ops = self.operations
+        fh = fip.contents.fh
+        if flags & _READDIR_PLUS and ops.readdirplus:
+            entries, fill = ops.listing_plus(self._path(path), fh, fresh=offset == 0), \
+                _FILL_DIR_PLUS
+        else:
+            entries, fill = ops.listing(self._path(path), fh), 0
+        i = offset
+        while i < 2:
+            name, c = _DOTS[i]
+            i += 1
+            if filler(buf, name, c, i, 0):
+                return 0
+        for name, c in itertools.islice(entries, i - 2, None):
+            i += 1
+            if filler(buf, name, c, i, fill):
+                break
+        return 0
+
+    def create(self, path: bytes, mode: int, fip: Any) -> int:
+        # mfusepy's create inspects the handler's signature on every call
+        fi = fip.contents
+        fi.fh = self.operations.create(self._path(path), mode, fi.flags)
         return 0
 
     def read_buf(self, path: bytes | None, bufpp: Any, size: int, offset: int, fip: Any) -> int:

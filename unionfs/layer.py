@@ -543,8 +543,9 @@ def _fill_memory(node: _MNode, source: Layer, source_path: str) -> None:
 _KINDS = list(Kind)
 _KIND_CODE = {k: i for i, k in enumerate(_KINDS)}
 _INDEX_VERSION = 2
-#: layers with fewer entries than this are indexed by a walk every time, never cached
-CACHE_MIN_ENTRIES = 2000
+#: layers with fewer entries than this are indexed by a walk every time, never cached (a
+#: stack of many small layers adds up at every mount: 128 layers of 160 files took seconds)
+CACHE_MIN_ENTRIES = 100
 
 
 def _default_cache_dir() -> str:
@@ -553,9 +554,12 @@ def _default_cache_dir() -> str:
     return base
 
 
+_KIND_OF_FMT = {k.s_ifmt: k for k in Kind if k is not Kind.WHITEOUT}
+
+
 def _entry_from_stat(st: os.stat_result, host: str, xattrs, marks: _wh.Marks,
                      opaque: bool = False) -> Entry:
-    kind = Kind.from_mode(st.st_mode)
+    kind = _KIND_OF_FMT.get(_stat.S_IFMT(st.st_mode)) or Kind.from_mode(st.st_mode)
     target = os.readlink(host) if kind is Kind.SYMLINK else None
     return Entry(kind=kind, mode=_stat.S_IMODE(st.st_mode), uid=st.st_uid, gid=st.st_gid,
                  size=st.st_size, atime_ns=st.st_atime_ns, mtime_ns=st.st_mtime_ns,
@@ -573,6 +577,9 @@ class DirLayer:
     ``DirLayer(path)`` is a read-only lower: its tree is indexed once (a walk of the
     directory, kept in memory and cached on disk as msgpack under ``cache_dir``, re-used
     while every directory's mtime and ctime are unchanged), so a lookup is a dict access.
+    ``DirLayer(path, index=False)`` is read-only too but keeps no index: each lookup and
+    listing probes the host, so its cost grows with what is asked, not with the tree (for
+    a directory that may still change, e.g. a running container's upper read as a lower).
     ``DirLayer(path, writable=True)`` is an upper: every call goes to the host directory and
     whiteouts/opaque marks are written in ``fmt`` (default: probed by
     ``whiteout.default_format``). Copy-up goes through ``workdir`` (default: a hidden sibling
@@ -584,7 +591,7 @@ class DirLayer:
     def __init__(self, path: str | os.PathLike, writable: bool = False, *,
                  fmt: _wh.Format | None = None, name: str | None = None,
                  workdir: str | os.PathLike | None = None, cache: bool = True,
-                 cache_dir: str | os.PathLike | None = None) -> None:
+                 cache_dir: str | os.PathLike | None = None, index: bool = True) -> None:
         self.root = os.path.abspath(os.fspath(path))
         if not os.path.isdir(self.root):
             raise NotFound(self.root, "layer directory does not exist") if not \
@@ -602,7 +609,10 @@ class DirLayer:
         #: origin handles of a read-only layer's files (kernel index names), by path
         self._handles: dict[str, _wh.OriginHandle | None] = {}
         self.index_source = "live"
-        if not writable:
+        #: a read-only layer answers from its index; ``index=False`` makes it probe the
+        #: host per path instead (a directory that may still change, read as a lower)
+        self.indexed = not writable and index
+        if self.indexed:
             self._load_index(cache, cache_dir)
 
     def __repr__(self) -> str:
@@ -663,7 +673,7 @@ class DirLayer:
         self._scan("/", self.root, raw, children, dirs)
         self._raw, self._children = raw, children
         self.index_source = "scan"
-        # A small layer scans in milliseconds; caching it would only litter the cache dir
+        # A tiny layer scans in a millisecond; caching it would only litter the cache dir
         # with files for short-lived directories (temporary layers, tests).
         if cache_file is not None and len(raw) >= CACHE_MIN_ENTRIES:
             blobs = {d: msgpack.packb([[n, raw[join(d, n)]] for n in names], use_bin_type=True)
@@ -714,7 +724,7 @@ class DirLayer:
                 self._scan(child, chost, raw, children, dirs)
             else:
                 cx, cm = _wh.read_xattrs(chost)
-                raw[child] = _pack(_entry_from_stat(item.st, chost, cx, cm))
+                raw[child] = _record_from_stat(item.st, chost, cx, cm)
         children[path] = names
 
     # -- Layer
@@ -748,18 +758,23 @@ class DirLayer:
             return None
         except OSError as e:
             raise from_oserror(e, path) from None
+        xattrs = marks = None
         if path != "/":
             head, name = split(path)
             if _wh.is_reserved_name(name):
                 return None
             if _wh.is_chardev_whiteout(st):
                 return _WHITEOUT_ENTRY
-            if _stat.S_ISREG(st.st_mode) and st.st_size == 0 and _wh.is_xattr_whiteout(
-                    host, st, _wh.read_marks(self._host(head))):
-                return _WHITEOUT_ENTRY
+            if _stat.S_ISREG(st.st_mode) and st.st_size == 0:
+                # an xattr whiteout carries overlay.whiteout itself: read the file's own
+                # xattrs first and the parent's marks only for such a candidate
+                xattrs, marks = _wh.read_xattrs(host)
+                if marks.whiteout and _wh.read_marks(self._host(head)).xwhiteouts:
+                    return _WHITEOUT_ENTRY
             if os.path.lexists(os.path.join(self._host(head), _wh.WH_PREFIX + name)):
                 return _WHITEOUT_ENTRY
-        xattrs, marks = _wh.read_xattrs(host)
+        if marks is None:
+            xattrs, marks = _wh.read_xattrs(host)
         opaque = _stat.S_ISDIR(st.st_mode) and _wh.dir_has_opaque_marker(host)
         return _entry_from_stat(st, host, xattrs, marks, opaque)
 
@@ -819,9 +834,25 @@ class DirLayer:
             raise from_oserror(e, path) from None
 
     def _check_absent(self, path: str) -> None:
-        e = self._live_lookup(path)
-        if e is not None:
+        """EEXIST when ``lookup(path)`` would find anything (a whiteout included), with
+        the fewest host calls: an existing name needs no xattr read to be refused."""
+        try:
+            os.lstat(self._host(path))
+        except (FileNotFoundError, NotADirectoryError):
+            if self._oci_whiteout_at(path):
+                raise Exists(path) from None
+            return
+        except OSError as e:
+            raise from_oserror(e, path) from None
+        if path == "/" or not _wh.is_reserved_name(path[path.rfind("/") + 1:]):
             raise Exists(path)
+
+    def _oci_whiteout_at(self, path: str) -> bool:
+        if path == "/":
+            return False
+        cut = path.rfind("/")
+        return os.path.lexists(f"{self._host(path[:cut] or '/')}/{_wh.WH_PREFIX}"
+                               f"{path[cut + 1:]}")
 
     def mkdir(self, path: str, mode: int = 0o755) -> None:
         self._check_absent(path)
@@ -841,13 +872,23 @@ class DirLayer:
             flags |= os.O_APPEND
         created = False
         try:
-            fd = os.open(host, flags)
+            if create:
+                # the usual case when asked to create: nothing there yet, one call
+                try:
+                    fd = os.open(host, flags | os.O_CREAT | os.O_EXCL, mode & 0o777)
+                    created = True
+                except FileExistsError:
+                    fd = os.open(host, flags)
+                if created and self._oci_whiteout_at(path):
+                    # a ".wh.NAME" marker means NAME is whited out here: refuse, as lookup
+                    # would have reported it
+                    os.close(fd)
+                    os.unlink(host)
+                    raise Exists(path)
+            else:
+                fd = os.open(host, flags)
         except FileNotFoundError:
-            if not create:
-                raise NotFound(path) from None
-            self._check_absent(path)
-            fd = self._call(path, os.open, host, flags | os.O_CREAT | os.O_EXCL, mode & 0o777)
-            created = True
+            raise NotFound(path) from None
         except OSError as e:
             raise from_oserror(e, path) from None
         if created:
@@ -1092,7 +1133,7 @@ class DirLayer:
         """The overlayfs origin handle of ``path`` in this layer (``name_to_handle_at``), or
         None where the filesystem has none. Cached for a read-only layer (it never
         changes)."""
-        if self.writable:
+        if not self.indexed:
             return _wh.origin_handle(self._host(path))
         with self._lock:
             if path not in self._handles:
@@ -1139,6 +1180,18 @@ class DirLayer:
             name = (self.format.xattr_prefix or (
                 _wh.TRUSTED if os.geteuid() == 0 else _wh.USER)) + _wh.NLINK_SUFFIX
         _wh.write_nlink(host, name, base, diff)
+
+
+def _record_from_stat(st: os.stat_result, host: str, xattrs, marks: _wh.Marks) -> list:
+    """``_pack(_entry_from_stat(...))`` of a non-directory without the ``Entry`` in between
+    (the index scan makes one record per file; the entry is made on first lookup)."""
+    mode = st.st_mode
+    kind = _KIND_OF_FMT.get(_stat.S_IFMT(mode)) or Kind.from_mode(mode)
+    return [_KIND_CODE[kind], mode & 0o7777, st.st_uid, st.st_gid, st.st_size,
+            st.st_atime_ns, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink, st.st_rdev,
+            st.st_ino, os.readlink(host) if kind is Kind.SYMLINK else None,
+            [[k, v] for k, v in xattrs] if xattrs else None, marks.opaque, marks.redirect,
+            marks.metacopy, marks.origin_ino]
 
 
 def _pack(e: Entry) -> list:

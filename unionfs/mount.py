@@ -26,7 +26,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
     from .union import UnionFS
@@ -77,9 +77,8 @@ _FUSE_VALUES = frozenset({
 _MOUNT8_ONLY = frozenset({"user", "nouser", "auto", "noauto", "_netdev", "nofail", "defaults",
                           "silent"})
 # fuse-overlayfs options we accept for script compatibility and that change nothing here
-_IGNORED = frozenset({"noacl", "nonempty", "fast_ino", "static_nlink", "writeback", "fsync",
-                      "volatile", "squash_to_root", "noxattrs", "userxattr", "nfs_export",
-                      "uuid"})
+_IGNORED = frozenset({"noacl", "nonempty", "fast_ino", "static_nlink", "writeback",
+                      "squash_to_root", "noxattrs", "userxattr", "nfs_export", "uuid"})
 # fuse-overlayfs options whose behaviour we do not implement: refused rather than ignored
 _UNSUPPORTED = frozenset({"uidmapping", "gidmapping", "squash_to_uid", "squash_to_gid",
                           "plugins", "lowerdir+", "datadir+"})
@@ -103,11 +102,22 @@ class MountOptions:
     trace: str | None = None
     threaded: bool = False
     timeout: float | None = None
+    #: let the kernel keep directory listings until the directory changes (``cache_readdir=``)
+    cache_readdir: bool = True
+    #: answer the kernel's READDIRPLUS with full attributes (``readdirplus=``)
+    readdirplus: bool = True
+    #: no fsync of copied-up data before it is renamed into place (``volatile``, ``fsync=0``,
+    #: as kernel overlayfs and fuse-overlayfs take them): still atomic, not power-loss safe
+    volatile: bool = False
     #: options handed to libfuse: ``name -> True`` for flags, ``name -> str`` for values
     fuse: tuple[tuple[str, str | bool], ...] = field(default=())
 
     @property
     def writable(self) -> bool:
+        """Changes allowed: an upper dir and no ``ro``; for an object mount (no layer
+        directories, see ``mount_object``) just no ``ro``."""
+        if not self.lowerdirs:
+            return not self.read_only
         return self.upperdir is not None and not self.read_only
 
     def fuse_option(self, name: str) -> str | bool | None:
@@ -193,10 +203,12 @@ def parse_options(option_strings: Iterable[str], *, cwd: str | None = None) -> M
 
     lowers: list[str] | None = None
     upper = work = trace = None
-    flags = {"redirect_dir": False, "index": False, "metacopy": False}
+    flags = {"redirect_dir": False, "index": False, "metacopy": False,
+             "cache_readdir": True, "readdirplus": True}
     xino = "auto"
     read_only = False
     threaded = False
+    volatile = False
     timeout: float | None = None
     fuse: dict[str, str | bool] = {}
 
@@ -235,6 +247,12 @@ def parse_options(option_strings: Iterable[str], *, cwd: str | None = None) -> M
             elif key == "rw" and not eq:
                 read_only = False
                 fuse.pop("ro", None)
+            elif key == "volatile" and not eq:
+                volatile = True
+            elif key == "fsync":
+                if value.lower() not in _ON_OFF:
+                    raise OptionError(f"fsync={value!r}: expected 0 or 1")
+                volatile = not _ON_OFF[value.lower()]
             elif key == "threaded":
                 threaded = value in ("", "1", "on", "yes", "true")
             elif key == "timeout":
@@ -266,7 +284,8 @@ def parse_options(option_strings: Iterable[str], *, cwd: str | None = None) -> M
         raise OptionError("workdir given without upperdir (-o upperdir=DIR)")
     return MountOptions(
         lowerdirs=tuple(lowers), upperdir=upper, workdir=work, xino=xino, read_only=read_only,
-        trace=trace, threaded=threaded, timeout=timeout, fuse=tuple(fuse.items()), **flags)
+        trace=trace, threaded=threaded, timeout=timeout, fuse=tuple(fuse.items()),
+        volatile=volatile, **flags)
 
 
 def _seconds(key: str, value: str) -> float:
@@ -419,7 +438,8 @@ def build_union(opts: MountOptions) -> UnionFS:
         else:
             lowers.insert(0, DirLayer(opts.upperdir))
     return UnionFS(lowers=lowers, upper=upper, redirect_dir=opts.redirect_dir,
-                   index=opts.index, metacopy=opts.metacopy, workdir=workdir, umask=0)
+                   index=opts.index, metacopy=opts.metacopy, workdir=workdir, umask=0,
+                   volatile=opts.volatile)
 
 
 def serve(opts: MountOptions, mountpoint: str, *, debug: bool = False,
@@ -427,22 +447,30 @@ def serve(opts: MountOptions, mountpoint: str, *, debug: bool = False,
     """Build the engine, mount it at ``mountpoint`` and serve until unmounted or signalled.
     ``on_ready`` runs when the kernel's ``INIT`` request arrives, before any other request
     is served. Raises ``MountError`` if libfuse cannot mount."""
+    serve_object(build_union(opts), mountpoint, opts, debug=debug, on_ready=on_ready)
+
+
+def serve_object(fs: Any, mountpoint: str, opts: MountOptions, *, debug: bool = False,
+                 on_ready: Callable[[], None] | None = None) -> None:
+    """Serve the os-shaped object ``fs`` (a ``UnionFS``, a ``unionfs.mounts.MountTable``)
+    at ``mountpoint`` in this thread until unmounted or signalled, with the trace file of
+    ``opts`` if it names one; close ``fs`` (if it has ``close``) afterwards. Raises
+    ``MountError`` if libfuse cannot mount."""
     from .fuse import run_fuse
 
-    union = build_union(opts)
     trace_file = None
     unsubscribe = None
     try:
         if opts.trace is not None:
             trace_file = open(opts.trace, "a", buffering=1, encoding="utf-8",  # noqa: SIM115
                               errors="backslashreplace")
-            unsubscribe = _subscribe_trace(union, trace_file)
-        run_fuse(union, mountpoint, opts, debug=debug, on_ready=on_ready)
+            unsubscribe = _subscribe_trace(fs, trace_file)
+        run_fuse(fs, mountpoint, opts, debug=debug, on_ready=on_ready)
     finally:
         if unsubscribe is not None:
             with contextlib.suppress(Exception):
                 unsubscribe()
-        close = getattr(union, "close", None)
+        close = getattr(fs, "close", None)
         if close is not None:
             with contextlib.suppress(Exception):
                 close()
@@ -502,11 +530,48 @@ def mount(opts: MountOptions, mountpoint: str, *, foreground: bool = False,
 
 def _mount_background(opts: MountOptions, mountpoint: str, timeout: float,
                       stderr: TextIO) -> int:
+    mount_object(lambda: build_union(opts), mountpoint, timeout=timeout, options=opts,
+                 stderr=stderr)
+    return 0
+
+
+def object_options(*, fsname: str = FSNAME, read_only: bool = False,
+                   fuse: Iterable[tuple[str, str | bool]] = ()) -> MountOptions:
+    """The ``MountOptions`` of an object mount (no layer directories): ``fsname``,
+    ``ro`` when ``read_only``, and any further libfuse options from ``fuse``."""
+    extra: dict[str, str | bool] = {"fsname": fsname, **dict(fuse)}
+    if read_only:
+        extra["ro"] = True
+    return MountOptions(lowerdirs=(), read_only=read_only, fuse=tuple(extra.items()))
+
+
+def mount_object(build: Callable[[], Any], mountpoint: str, *, timeout: float = 60.0,
+                 fsname: str = FSNAME, read_only: bool = False,
+                 options: MountOptions | None = None, stderr: TextIO | None = None) -> int:
+    """Serve what ``build()`` returns at ``mountpoint`` from a background daemon; return the
+    daemon's pid once the mount is live (in ``/proc/self/mountinfo`` and answering ``stat``).
+
+    ``build`` runs in the daemon, after the fork, so the served object (a ``UnionFS``, a
+    ``unionfs.mounts.MountTable``, anything os-shaped) shares nothing with the caller's; it
+    should apply no umask of its own (the kernel has applied the caller's already). The
+    daemon is double-forked into its own session; ``umount(mountpoint)`` unmounts it and
+    waits for it to exit. ``options`` (default: ``object_options(fsname=, read_only=)``)
+    gives the libfuse options, timeouts and trace file.
+
+    Raises ``MountError`` with the daemon's message (an exception from ``build``, libfuse
+    refusing the mount point) or a timeout; nothing is left mounted then.
+    """
+    mountpoint = os.path.realpath(mountpoint)
+    if not os.path.isdir(mountpoint):
+        raise MountError(f"mount point {mountpoint}: not a directory")
+    if options is None:
+        options = object_options(fsname=fsname, read_only=read_only)
+    stderr = stderr or sys.stderr
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the daemon
         os.close(r)
-        _daemon(opts, mountpoint, w)
+        _daemon(build, options, mountpoint, w)
     os.close(w)
     os.waitpid(pid, 0)  # the intermediate child exits at once (double fork)
     chunks: list[bytes] = []
@@ -514,28 +579,30 @@ def _mount_background(opts: MountOptions, mountpoint: str, timeout: float,
     ready = False
     daemon_pid = None
     import select
-    while time.monotonic() < deadline:
-        rl, _, _ = select.select([r], [], [], max(0.0, deadline - time.monotonic()))
-        if not rl:
-            break
-        data = os.read(r, 65536)
-        if not data:
-            break
-        chunks.append(data)
-        blob = b"".join(chunks)
-        if _READY in blob:
-            head, _, tail = blob.partition(_READY)
-            chunks = [head]
-            with contextlib.suppress(ValueError):
-                daemon_pid = int(tail.split(b"\n", 1)[0])
-            ready = True
-            break
-    os.close(r)
+    try:
+        while time.monotonic() < deadline:
+            rl, _, _ = select.select([r], [], [], max(0.0, deadline - time.monotonic()))
+            if not rl:
+                break
+            data = os.read(r, 65536)
+            if not data:
+                break
+            chunks.append(data)
+            blob = b"".join(chunks)
+            if _READY in blob:
+                head, _, tail = blob.partition(_READY)
+                chunks = [head]
+                with contextlib.suppress(ValueError):
+                    daemon_pid = int(tail.split(b"\n", 1)[0])
+                ready = True
+                break
+    finally:
+        os.close(r)
     message = b"".join(chunks).decode("utf-8", "replace").strip()
-    if ready and _wait_live(mountpoint, deadline):
+    if ready and daemon_pid is not None and _wait_live(mountpoint, deadline):
         if message:
             print(message, file=stderr)
-        return 0
+        return daemon_pid
     # failed: never leave a half mount behind
     if daemon_pid is not None:
         with contextlib.suppress(ProcessLookupError):
@@ -558,8 +625,10 @@ def _wait_live(mountpoint: str, deadline: float) -> bool:
     return False
 
 
-def _daemon(opts: MountOptions, mountpoint: str, w: int) -> None:  # pragma: no cover
-    """The intermediate child: start a new session, fork the daemon, exit."""
+def _daemon(build: Callable[[], Any], opts: MountOptions, mountpoint: str,
+            w: int) -> None:  # pragma: no cover - runs in the forked children
+    """The intermediate child: start a new session, fork the daemon, exit. The daemon
+    builds the object and serves it; until the mount is ready its stderr is the pipe."""
     code = 0
     try:
         os.setsid()
@@ -580,7 +649,7 @@ def _daemon(opts: MountOptions, mountpoint: str, w: int) -> None:  # pragma: no 
             os.close(w)
 
         try:
-            serve(opts, mountpoint, on_ready=ready)
+            serve_object(build(), mountpoint, opts, on_ready=ready)
         except BaseException as e:
             msg = f"unionfs: {e.strerror or e}" if isinstance(e, OSError) else f"unionfs: {e}"
             with contextlib.suppress(OSError):

@@ -52,6 +52,9 @@ RENAME_WHITEOUT = 4
 
 _MAX_SYMLINKS = 40
 _MISS = object()
+_S_IFMT = {k: k.s_ifmt for k in Kind}
+#: kinds whose lower stack is the object alone when no other layer has the name
+_SIMPLE_KINDS = frozenset(k for k in Kind if k not in (Kind.DIR, Kind.WHITEOUT))
 
 
 def _normalize(path: Any) -> str:
@@ -74,23 +77,83 @@ def _check_name(name: str, path: str) -> None:
 
 
 def _changing(fn):
-    """Mark a method that may change the upper: upper lookups bypass the cache while it runs
-    and the cache is dropped before and after."""
+    """Mark a method that may change the upper: it runs under the union's lock. The caches
+    stay: every write to the upper goes through ``_TrackedUpper``, which drops exactly the
+    cached answers that write can change."""
 
     @functools.wraps(fn)
     def wrapper(self, *args, **kwargs):
         with self._lock:
-            self._ucache.clear()
-            self._stat_cache.clear()
             self._changing += 1
             try:
                 return fn(self, *args, **kwargs)
             finally:
                 self._changing -= 1
-                self._ucache.clear()
-                self._stat_cache.clear()
 
     return wrapper
+
+
+#: the upper's write methods: name -> which arguments are union paths it changes, and
+#: whether the change can alter what lies *below* that path (a directory removed, moved,
+#: made opaque or redirected), which drops every cached answer under it as well
+_WRITES: dict[str, tuple[tuple[int, ...], str]] = {
+    "mkdir": ((0,), "path"), "open_write": ((0,), "path"), "copy_in": ((0,), "path"),
+    "copy_up": ((0,), "path"), "fill_data": ((0,), "path"), "symlink": ((0,), "path"),
+    "link": ((0, 1), "path"), "mknod": ((0,), "path"), "whiteout": ((0,), "path"),
+    "set_metacopy": ((0,), "path"), "set_origin": ((0,), "path"), "chmod": ((0,), "path"),
+    "chown": ((0,), "path"), "utime": ((0,), "times"), "truncate": ((0,), "path"),
+    "setxattr": ((0,), "path"), "removexattr": ((0,), "path"),
+    "remove": ((0,), "dir?"), "rename": ((0, 1), "dir?"), "exchange": ((0, 1), "tree"),
+    "set_opaque": ((0,), "tree"), "set_redirect": ((0,), "tree"),
+    "index_store": ((1,), "all"), "index_link": ((1,), "all"), "index_set_count": ((), "all"),
+    "index_set_nlink_record": ((), "all"),
+}
+
+
+class _TrackedUpper:
+    """The upper layer as the engine writes to it. Reads pass straight through; each write
+    method of ``_WRITES`` the layer has is wrapped so that, once it returns or fails, the
+    union forgets what it cached about the paths written (and their parents, whose times and
+    link counts change), so lookups stay cached across changes instead of starting cold
+    after each one. Methods the layer lacks stay absent (``getattr(up, name, None)``)."""
+
+    def __init__(self, layer: Any, fs: UnionFS) -> None:
+        self._layer = layer
+        for name, (where, scope) in _WRITES.items():
+            method = getattr(layer, name, None)
+            if method is not None:
+                setattr(self, name, self._wrap(method, where, scope, fs))
+
+    @staticmethod
+    def _wrap(method: Callable, where: tuple[int, ...], scope: str, fs: UnionFS) -> Callable:
+        lookup = fs.upper.lookup
+
+        def write(*args: Any, **kwargs: Any) -> Any:
+            paths = [args[k] for k in where if k < len(args)]
+            tree = scope == "tree"
+            if scope == "dir?":  # a removed or moved directory takes its subtree along
+                e = lookup(paths[0])
+                tree = e is not None and e.kind is Kind.DIR
+            try:
+                return method(*args, **kwargs)
+            finally:
+                if scope == "all":
+                    fs._clear_caches()
+                elif scope == "times":
+                    fs._retimed(paths[0])
+                else:
+                    for p in paths:
+                        fs._forget(p, tree)
+
+        return write
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._layer, name)
+        if callable(value):
+            object.__setattr__(self, name, value)  # bound once: the layer never changes
+        return value
+
+
 _INO_BITS = 48
 _INO_MASK = (1 << _INO_BITS) - 1
 
@@ -177,11 +240,14 @@ class _LNode:
     entry)`` top-down: the visible object first, then the directories merged under it (or,
     for a metacopy file, the layer holding its data)."""
 
-    __slots__ = ("children", "stack")
+    __slots__ = ("children", "listing", "stack")
 
     def __init__(self, stack: list[tuple[int, str, Entry]]) -> None:
         self.stack = stack
         self.children: dict[str, _LNode] | None = None
+        #: ``(name, type bits, union inode number)`` of the merged children, sorted by
+        #: name (``UnionFS.listdir_types``); built once, the lowers never change
+        self.listing: list[tuple[str, int, int]] | None = None
 
     @property
     def top(self) -> Entry:
@@ -233,13 +299,24 @@ class _LowerView:
             found: dict[str, list[tuple[int, str, Entry]]] = {}
             for i, lpath, _e in node.stack:
                 layer = self.lowers[i]
+                lookup = layer.lookup
+                prefix = "/" if lpath == "/" else lpath + "/"
                 for name in layer.listdir(lpath):
-                    cpath = _p.join(lpath, name)
-                    ce = layer.lookup(cpath)
+                    cpath = prefix + name
+                    ce = lookup(cpath)
                     if ce is not None:
-                        found.setdefault(name, []).append((i, cpath, ce))
+                        items = found.get(name)
+                        if items is None:
+                            found[name] = [(i, cpath, ce)]
+                        else:
+                            items.append((i, cpath, ce))
             out: dict[str, _LNode] = {}
+            simple = _SIMPLE_KINDS
             for name, items in found.items():
+                if len(items) == 1 and items[0][2].kind in simple and \
+                        not items[0][2].metacopy:
+                    out[name] = _LNode(items)  # one plain object: nothing to merge
+                    continue
                 stack = self._stack(items, _p.join(path, name))
                 if stack:
                     out[name] = _LNode(stack)
@@ -560,8 +637,18 @@ class UnionFS:
         self._ino_map: dict[int, int] = {}
         self._tracer = Tracer()
         self._ucache: dict[str, Entry | None] = {}
+        #: stats of paths resolved without a symlink (dropped by path when the upper
+        #: changes there) and of paths resolved through one (dropped on every change)
         self._stat_cache: dict[tuple[str, bool], os.stat_result] = {}
+        self._sym_stat: dict[tuple[str, bool], os.stat_result] = {}
+        #: resolved directory nodes by their union path: a lookup starts at its parent
+        self._dnodes: dict[str, _Node] = {}
+        #: upper directories whose cached entry is right about everything but the
+        #: attributes a change of one of their entries moves (times, nlink, size): refreshed
+        #: when those are asked for (``_fresh``), not on every walk through them
+        self._stale: set[str] = set()
         self._changing = 0
+        self._up = _TrackedUpper(upper, self) if upper is not None else None
         self._lower = _LowerView(self.lowers)
         self.upper_name = getattr(upper, "name", "upper") if upper is not None else None
         self.st_dev = self._pick_dev()
@@ -595,32 +682,87 @@ class UnionFS:
     # ------------------------------------------------------------------ caches
     # Lowers never change. The upper changes only through this engine (as with the kernel,
     # changing it behind the mount's back is undefined; call ``invalidate()`` if you do), so
-    # upper lookups of
-    # directories, whiteouts and absent names, and the stats of objects not in the upper or
-    # upper directories, are kept between changes; every changing call drops them (upper
-    # regular files are always looked up live: open files change them).
+    # upper lookups of directories, whiteouts and absent names, resolved directory nodes,
+    # and the stats of objects not in the upper or of upper directories are kept. Every
+    # write to the upper goes through ``_TrackedUpper``, which drops exactly what it can
+    # change (``_forget``: the path, its subtree for a directory moved, removed, made
+    # opaque or redirected, its parent's stat); upper regular files are always looked up
+    # live, since open files change them.
 
     def invalidate(self) -> None:
         """Forget cached upper lookups (after the upper directory was changed directly)."""
         with self._lock:
-            self._ucache.clear()
-            self._stat_cache.clear()
+            self._clear_caches()
+
+    def _clear_caches(self) -> None:
+        self._ucache.clear()
+        self._stat_cache.clear()
+        self._sym_stat.clear()
+        self._dnodes.clear()
+        self._stale.clear()
+
+    def _forget(self, path: str, tree: bool = False) -> None:
+        """The upper changed at ``path``: drop what is cached about it (and, with
+        ``tree``, about everything below it); its parent's times and link count moved, so
+        the parent's stat goes and its entry is marked stale. Called with the lock held."""
+        if (path == "/" and tree) or self.index:
+            # index=on: a change of one name moves the link counts of the other names of
+            # its hard-link group, wherever they are: start over
+            self._clear_caches()
+            return
+        ucache, stats, dnodes = self._ucache, self._stat_cache, self._dnodes
+        ucache.pop(path, None)
+        dnodes.pop(path, None)
+        self._stale.discard(path)
+        stats.pop((path, True), None)
+        stats.pop((path, False), None)
+        if path != "/":
+            head = path[:path.rfind("/")] or "/"
+            stats.pop((head, True), None)
+            stats.pop((head, False), None)
+            self._stale.add(head)
+        if self._sym_stat:
+            self._sym_stat.clear()
+        if tree:
+            prefix = path + "/"
+            for d in (ucache, dnodes):
+                for k in [k for k in d if k.startswith(prefix)]:
+                    del d[k]
+            for k in [k for k in stats if k[0].startswith(prefix)]:
+                del stats[k]
+            for k in [k for k in self._stale if k.startswith(prefix)]:
+                self._stale.discard(k)
+
+    def _retimed(self, path: str) -> None:
+        """Only the times of the upper object at ``path`` changed (``utime``): its stat
+        goes, its cached entry is kept but marked stale (see ``_stale``)."""
+        if self.index:
+            self._clear_caches()
+            return
+        self._stat_cache.pop((path, True), None)
+        self._stat_cache.pop((path, False), None)
+        if self._sym_stat:
+            self._sym_stat.clear()
+        if path in self._dnodes or path in self._ucache:  # (other objects are not cached)
+            self._stale.add(path)
 
     def _upper_lookup(self, path: str) -> Entry | None:
-        if self._changing:
-            return self.upper.lookup(path)
         e = self._ucache.get(path, _MISS)
         if e is _MISS:
-            e = self.upper.lookup(path)
+            e = self._up.lookup(path)
             if e is None or e.kind is Kind.DIR or e.kind is Kind.WHITEOUT:
                 self._ucache[path] = e
         return e  # type: ignore[return-value]
 
     # ------------------------------------------------------------------ resolution
     def _root(self) -> _Node:
-        upper = self._upper_lookup("/") if self.upper is not None else None
-        lower = self._lower.root
-        return _Node("/", upper, lower, "/" if lower is not None else None)
+        node = self._dnodes.get("/")
+        if node is None:
+            upper = self._upper_lookup("/") if self.upper is not None else None
+            lower = self._lower.root
+            node = _Node("/", upper, lower, "/" if lower is not None else None)
+            self._dnodes["/"] = node
+        return node
 
     def _child(self, parent: _Node, name: str) -> _Node | None:
         cpath = _p.join(parent.path, name)
@@ -631,14 +773,20 @@ class UnionFS:
                 return None
         lower = None
         lkey = None
-        if parent.lower_dirs_visible() and (
+        # an absolute redirect is looked up from the lower root whatever the parent has
+        # below it (the kernel's ovl_lookup: "if (d.redirect[0] == '/') poe = roe")
+        absolute = upper_e is not None and upper_e.redirect is not None and \
+            upper_e.redirect.startswith("/")
+        if (absolute or parent.lower_dirs_visible()) and (
                 upper_e is None or (upper_e.kind is Kind.DIR and not upper_e.opaque)
                 or (upper_e.kind is Kind.FILE and upper_e.metacopy)):
-            lkey = _p.join(parent.lower_key, name)  # type: ignore[arg-type]
             if upper_e is not None and upper_e.redirect:
                 r = upper_e.redirect
-                lkey = r if r.startswith("/") else _p.join(parent.lower_key, r)  # type: ignore[arg-type]
-            lower = self._lower.node(lkey)
+                lkey = r if absolute else _p.join(parent.lower_key, r)  # type: ignore[arg-type]
+                lower = self._lower.node(lkey)
+            else:  # the parent's merged lower children hold it: no walk from the root
+                lkey = _p.join(parent.lower_key, name)  # type: ignore[arg-type]
+                lower = self._lower.children(parent.lower, parent.lower_key).get(name)  # type: ignore[arg-type]
             if lower is not None and upper_e is not None and (
                     (upper_e.kind is Kind.DIR and not lower.is_dir)
                     or (upper_e.kind is Kind.FILE and lower.top.kind is not Kind.FILE)):
@@ -649,7 +797,7 @@ class UnionFS:
         if self.index and upper_e is None and lower.top.nlink > 1 and \
                 lower.top.kind is not Kind.DIR:  # type: ignore[union-attr]
             key = self._index_key(node)
-            if key is not None and self.upper.index_lookup(key):
+            if key is not None and self._up.index_lookup(key):
                 node.alias = self._index_entry(key)
                 if node.alias is not None and \
                         node.alias.kind is not lower.top.kind:  # type: ignore[union-attr]
@@ -670,6 +818,33 @@ class UnionFS:
     def _walk_parent(self, path: str, follow: bool) -> tuple[_Node, str | None]:
         """Like ``_walk`` but a missing last component is not an error: returns
         ``(parent node, missing name)``; otherwise ``(node, None)``."""
+        node, missing, _linked = self._resolve(path, follow)
+        return node, missing
+
+    def _resolve(self, path: str, follow: bool) -> tuple[_Node, str | None, bool]:
+        """``_walk_parent`` plus whether a symlink was followed on the way. Directory
+        nodes are cached by their union path, so the usual lookup (the parent already
+        resolved) is one step; the cache is dropped by ``_forget`` where the upper changes.
+        Called with the lock held."""
+        if path == "/":
+            return self._root(), None, False
+        dnodes = self._dnodes
+        cut = path.rfind("/")
+        parent = dnodes.get(path[:cut] or "/")
+        if parent is not None:
+            name = path[cut + 1:]
+            if len(name) > 63 and len(os.fsencode(name)) > _p.NAME_MAX:
+                raise NameTooLong(path)
+            child = self._child(parent, name)
+            if child is None:
+                return parent, name, False
+            kind = child.kind
+            if kind is Kind.DIR:
+                dnodes[child.path] = child
+                return child, None, False
+            if kind is not Kind.SYMLINK or not follow:
+                return child, None, False
+            # a symlink to follow: the general walk below
         hops = 0
         todo = [c for c in path.split("/") if c][::-1]
         stack = [self._root()]
@@ -690,7 +865,7 @@ class UnionFS:
             if child is None:
                 if todo:
                     raise NotFound(path)
-                return cur, name
+                return cur, name, hops > 0
             if child.kind is Kind.SYMLINK and (todo or follow):
                 hops += 1
                 if hops > _MAX_SYMLINKS:
@@ -703,8 +878,10 @@ class UnionFS:
                 if target.startswith("/"):
                     del stack[1:]
                 continue
+            if child.kind is Kind.DIR:
+                dnodes[child.path] = child
             stack.append(child)
-        return stack[-1], None
+        return stack[-1], None, hops > 0
 
     def _norm(self, path: Any) -> str:
         # the common case -- already canonical, short, ASCII -- skips the full normaliser
@@ -780,7 +957,7 @@ class UnionFS:
         kernel names it by the hex of the lower file's handle (``ovl_lookup_index``), so
         every name of the group, in whichever lower directory, finds it."""
         handle_of = getattr(self.lowers[i], "origin_handle", None)
-        find = getattr(self.upper, "index_find_origin", None)
+        find = getattr(self._up, "index_find_origin", None)
         if handle_of is None or find is None:
             return None
         handle = handle_of(lpath)
@@ -795,7 +972,7 @@ class UnionFS:
         if fsid == 0:
             return None
         key = f"{fsid - 1}-{ino}"
-        return key if self.upper.index_lookup(key) else None
+        return key if self._up.index_lookup(key) else None
 
     def _nlink(self, node: _Node) -> int:
         e = node.entry
@@ -804,10 +981,10 @@ class UnionFS:
         if self.index and self.upper is not None and e.kind is not Kind.DIR:
             key = self._upper_index_key(node) if node.upper is not None else \
                 self._index_key(node)
-            if key is not None and self.upper.index_lookup(key):
+            if key is not None and self._up.index_lookup(key):
                 return self._index_nlink(
                     key, node.lower.stack[0][2].nlink if node.lower is not None else None)
-            record = getattr(self.upper, "nlink_record", None)
+            record = getattr(self._up, "nlink_record", None)
             if node.upper is not None and e.nlink > 1 and e.origin_ino is None and \
                     record is not None:
                 # a hard link the kernel copied up through its index (an indexed inode has
@@ -821,50 +998,84 @@ class UnionFS:
         The kernel's: as its ``overlay.nlink`` record says (``lower_nlink``: the lower
         file's, for an ``L`` record)."""
         if _is_kernel_key(key):
-            return _kernel_nlink(self.upper.index_nlink(key),
-                                 self.upper.index_nlink_record(key), lower_nlink)
-        lower_nlink, consumed = self.upper.index_get_count(key)
-        return max(1, self.upper.index_nlink(key) - 1 + lower_nlink - consumed)
+            return _kernel_nlink(self._up.index_nlink(key),
+                                 self._up.index_nlink_record(key), lower_nlink)
+        lower_nlink, consumed = self._up.index_get_count(key)
+        return max(1, self._up.index_nlink(key) - 1 + lower_nlink - consumed)
 
     def _index_consume(self, key: str, before: int) -> None:
         """A lower name of the group ``key`` was linked up to its index entry: the union
         nlink stays ``before``."""
         if _is_kernel_key(key):
             # the kernel's ovl_link_up: the record is rewritten relative to the upper nlink
-            self.upper.index_set_nlink_record(key, "U", before - self.upper.index_nlink(key))
+            self._up.index_set_nlink_record(key, "U", before - self._up.index_nlink(key))
             return
-        lower_nlink, consumed = self.upper.index_get_count(key)
-        self.upper.index_set_count(key, (lower_nlink, consumed + 1))
+        lower_nlink, consumed = self._up.index_get_count(key)
+        self._up.index_set_count(key, (lower_nlink, consumed + 1))
+
+    def _fresh(self, node: _Node) -> None:
+        """Bring a stale upper directory entry of ``node`` up to date (see ``_stale``)."""
+        path = node.path
+        if node.upper is None or path not in self._stale:
+            return
+        self._stale.discard(path)
+        e = self._up.lookup(path)
+        if e is None or e.kind is not Kind.DIR:  # changed behind our back: start over
+            self._clear_caches()
+            return
+        self._ucache[path] = e
+        node.upper = e
+        cached = self._dnodes.get(path)
+        if cached is not None:
+            cached.upper = e
 
     def _stat_of(self, node: _Node) -> os.stat_result:
-        e = node.entry
+        if self._stale:
+            self._fresh(node)
+        lower = node.lower
+        if node.upper is None and node.alias is None and not self.index:
+            # a lower object (the common case of a cold walk): its number and link count
+            # straight from the top of its lower stack, as _ino and _nlink give them
+            i, _lpath, e = lower.stack[0]  # type: ignore[union-attr]
+            ino = _compose_ino(i + 1, e.ino)
+            nlink = 1 if e.kind is Kind.DIR and len(lower.stack) > 1 else e.nlink  # type: ignore[union-attr]
+        else:
+            e = node.entry
+            ino = self._ino(node)
+            nlink = self._nlink(node)
         size = e.size
         blocks = (size + 511) // 512
         return os.stat_result((
-            e.st_mode, self._ino(node), self.st_dev, self._nlink(node), e.uid, e.gid, size,
+            (_S_IFMT[e.kind] | (e.mode & 0o7777)), ino, self.st_dev, nlink, e.uid, e.gid, size,
             e.atime_ns // 1_000_000_000, e.mtime_ns // 1_000_000_000,
             e.ctime_ns // 1_000_000_000, e.atime_ns / 1e9, e.mtime_ns / 1e9, e.ctime_ns / 1e9,
             e.atime_ns, e.mtime_ns, e.ctime_ns, 4096, blocks, e.rdev))
 
     def _index_entry(self, key: str) -> Entry | None:
-        finder = getattr(self.upper, "index_entry", None)
+        finder = getattr(self._up, "index_entry", None)
         return finder(key) if finder is not None else None
 
     # ------------------------------------------------------------------ reading API
     def stat(self, path: Any, *, follow_symlinks: bool = True) -> os.stat_result:
         """``os.stat``: ENOENT, ENOTDIR, ELOOP, ENAMETOOLONG."""
         p = self._norm(path)
-        st = self._stat_cache.get((p, follow_symlinks))
+        key = (p, follow_symlinks)
+        st = self._stat_cache.get(key)
         if st is not None:
             return st
+        if self._sym_stat:
+            st = self._sym_stat.get(key)
+            if st is not None:
+                return st
         with self._lock:
-            node = self._walk(p, follow=follow_symlinks)
+            node, missing, linked = self._resolve(p, follow_symlinks)
+            if missing is not None:
+                raise NotFound(p)
             st = self._stat_of(node)
-            # kept until the next change, unless an upper non-directory is involved: open
-            # files change those without the engine seeing it
-            if not self._changing and node.alias is None and (
-                    node.upper is None or node.upper.kind is Kind.DIR):
-                self._stat_cache[(p, follow_symlinks)] = st
+            # kept until the upper changes there, unless an upper non-directory is
+            # involved: open files change those without the engine seeing it
+            if node.alias is None and (node.upper is None or node.upper.kind is Kind.DIR):
+                (self._sym_stat if linked else self._stat_cache)[key] = st
             return st
 
     def lstat(self, path: Any) -> os.stat_result:
@@ -908,8 +1119,8 @@ class UnionFS:
         names: set[str] = set()
         hidden: set[str] = set()
         if node.upper is not None and node.upper.kind is Kind.DIR:
-            for name in self.upper.listdir(node.path):
-                e = self.upper.lookup(_p.join(node.path, name))
+            for name in self._up.listdir(node.path):
+                e = self._up.lookup(_p.join(node.path, name))
                 if e is None:
                     continue
                 if e.kind is Kind.WHITEOUT:
@@ -930,6 +1141,47 @@ class UnionFS:
             if not node.is_dir:
                 raise NotADir(p)
             return self._names(node)
+
+    def listdir_types(self, path: Any = "/") -> list[tuple[str, int, int]]:
+        """What ``readdir(3)`` gives for the merged directory ``path``: ``(name, type bits
+        (stat.S_IFMT of st_mode), st_ino)`` per entry, sorted by name, no ``.``/``..``;
+        the same names as ``listdir`` and the same ``st_ino`` as ``lstat``. The lower part of
+        each directory is computed once (the lowers never change), so a directory with no
+        upper part costs a copy of a cached list. Raises ENOENT, ENOTDIR, ELOOP."""
+        p = self._norm(path)
+        with self._lock:
+            node = self._walk(p)
+            if not node.is_dir:
+                raise NotADir(p)
+            if self.index:
+                # index=on: a lower hard link may take the number of its copied-up group
+                return [(e.name, _stat.S_IFMT(e.stat(follow_symlinks=False).st_mode),
+                         e.inode()) for e in self.scandir(p)]
+            lower = self._lower_listing(node) if node.lower_dirs_visible() else []
+            if node.upper is None or node.upper.kind is not Kind.DIR:
+                return list(lower)
+            mine: dict[str, tuple[str, int, int] | None] = {}
+            for name in self._up.listdir(node.path):
+                child = self._child(node, name)
+                mine[name] = None if child is None else (
+                    name, child.entry.kind.s_ifmt, self._ino(child))
+            out = [x for x in mine.values() if x is not None]
+            out.extend(x for x in lower if x[0] not in mine)
+            out.sort()
+            return out
+
+    def _lower_listing(self, node: _Node) -> list[tuple[str, int, int]]:
+        lnode = node.lower
+        listing = lnode.listing  # type: ignore[union-attr]
+        if listing is None:
+            children = self._lower.children(lnode, node.lower_key)  # type: ignore[arg-type]
+            listing = []
+            for name, child in children.items():
+                i, _lpath, e = child.stack[0]
+                listing.append((name, e.kind.s_ifmt, _compose_ino(i + 1, e.ino)))
+            listing.sort()
+            lnode.listing = listing  # type: ignore[union-attr]
+        return listing
 
     def scandir(self, path: Any = "/") -> Iterator[UnionDirEntry]:
         """``os.scandir``: entries with ``name``, ``path``, ``is_dir()``, ``stat()``..."""
@@ -1053,6 +1305,7 @@ class UnionFS:
         return Source(i, self.lowers[i].name, lpath, e)
 
     def _provenance(self, node: _Node) -> Provenance:
+        self._fresh(node)
         reasons: list[str] = []
         merged: list[Source] = []
         shadows: list[Source] = []
@@ -1166,12 +1419,26 @@ class UnionFS:
         parent = self._walk(head) if head != node.path else None
         if parent is not None and parent.upper is None:
             parent = self._copy_up(parent)
-        i, lpath, le = node.lower.stack[0]
+        # the kernel puts the upper parent's times back once the child is in (copy_up.c,
+        # ovl_set_timestamps): a copy-up is no change of the directory
+        ptimes = None
+        if parent is not None and parent.upper is not None:
+            self._fresh(parent)
+            ptimes = (parent.upper.atime_ns, parent.upper.mtime_ns)
+        try:
+            return self._copy_up_one(node, data, meta_only_ok)
+        finally:
+            if ptimes is not None:
+                self._up.utime(head, *ptimes)
+
+    def _copy_up_one(self, node: _Node, data: bool, meta_only_ok: bool) -> _Node:
+        """``_copy_up`` of ``node`` once its parent is in the upper."""
+        i, lpath, le = node.lower.stack[0]  # type: ignore[union-attr]
         layer = self.lowers[i]
         key = self._index_key(node)
-        if key is not None and self.upper.index_lookup(key):
+        if key is not None and self._up.index_lookup(key):
             before = self._nlink(node)
-            self.upper.index_link(key, node.path)
+            self._up.index_link(key, node.path)
             self._index_consume(key, before)
             self._emit(EventKind.COPY_UP, node.path, layer.name,
                        "hard link to an already copied-up file (index=on)")
@@ -1182,19 +1449,19 @@ class UnionFS:
         # the group reads the indexed object, which must not be a data-less metacopy file
         meta = (meta_only_ok and self.metacopy and le.kind is Kind.FILE
                 and self._upper_has_xattrs() and key is None)
-        copy = getattr(self.upper, "copy_up", None)
+        copy = getattr(self._up, "copy_up", None)
         if copy is not None:
             copy(node.path, le, layer, lpath, data=data and not meta, metacopy=meta,
                  origin_ino=ino if keep_ino else None, fsync=not self.volatile)
         else:  # a third-party WritableLayer: the plain protocol
             self._generic_copy_up(node.path, le, layer, lpath, data, meta)
             if keep_ino and hasattr(self.upper, "set_origin"):
-                self.upper.set_origin(node.path, ino)
+                self._up.set_origin(node.path, ino)
         if key is not None:
-            self.upper.index_store(key, node.path)
-            self.upper.index_set_count(key, (le.nlink, 1))
+            self._up.index_store(key, node.path)
+            self._up.index_set_count(key, (le.nlink, 1))
         if keep_ino:
-            up = self.upper.lookup(node.path)
+            up = self._up.lookup(node.path)
             if up is not None and up.origin_ino is None:
                 self._ino_map[up.ino] = ino
         what = {Kind.DIR: "directory", Kind.FILE: "file", Kind.SYMLINK: "symlink"}.get(
@@ -1208,12 +1475,12 @@ class UnionFS:
     def _upper_has_xattrs(self) -> bool:
         """False for an upper that spells its marks as OCI files (no ``overlay.*`` xattrs:
         no metacopy, no redirect)."""
-        fmt = getattr(self.upper, "format", None)
+        fmt = getattr(self._up, "format", None)
         return fmt is None or fmt.xattr_prefix is not None
 
     def _generic_copy_up(self, path: str, le: Entry, layer: Layer, lpath: str,
                          data: bool, meta: bool) -> None:
-        up = self.upper
+        up = self._up
         if le.kind is Kind.DIR:
             up.mkdir(path, le.mode)
         elif le.kind is Kind.FILE:
@@ -1244,14 +1511,14 @@ class UnionFS:
         if src is None:
             return node
         layer, lpath = src
-        fill = getattr(self.upper, "fill_data", None)
+        fill = getattr(self._up, "fill_data", None)
         if fill is not None:
             fill(node.path, layer, lpath, fsync=not self.volatile)
         else:
-            with self.upper.open_write(node.path) as out, layer.open_read(lpath) as f:
+            with self._up.open_write(node.path) as out, layer.open_read(lpath) as f:
                 while chunk := f.read(1 << 20):
                     out.write(chunk)
-        self.upper.set_metacopy(node.path, False)
+        self._up.set_metacopy(node.path, False)
         self._emit(EventKind.COPY_UP, node.path, layer.name, "data copied up (metacopy file "
                    "opened for writing)")
         return self._walk(node.path, follow=False)
@@ -1275,9 +1542,10 @@ class UnionFS:
         return parent
 
     def _clear_whiteout(self, path: str) -> bool:
-        e = self.upper.lookup(path)
+        # the cached answer is exact: every write to the upper drops it where it changes
+        e = self._upper_lookup(path)
         if e is not None and e.kind is Kind.WHITEOUT:
-            self.upper.remove(path)
+            self._up.remove(path)
             return True
         return False
 
@@ -1289,7 +1557,7 @@ class UnionFS:
         return self._lower.node(lkey) is not None
 
     def _whiteout(self, path: str, why: str) -> None:
-        self.upper.whiteout(path)
+        self._up.whiteout(path)
         self._emit(EventKind.WHITEOUT, path, self.upper_name, why)
 
     # ------------------------------------------------------------------ creating
@@ -1311,7 +1579,7 @@ class UnionFS:
         make(cpath)
         self._inherit_group(parent, cpath, is_dir)
         if is_dir and had_whiteout:
-            self.upper.set_opaque(cpath, True)
+            self._up.set_opaque(cpath, True)
             self._emit(EventKind.OPAQUE, cpath, self.upper_name,
                        "directory created where a deleted one was: opaque, so the old "
                        "lower contents stay hidden")
@@ -1322,20 +1590,20 @@ class UnionFS:
         pe = parent.entry
         if not pe.mode & _stat.S_ISGID:
             return
-        e = self.upper.lookup(cpath)
+        e = self._up.lookup(cpath)
         if e is None or e.kind is Kind.SYMLINK:
             return
         if e.gid != pe.gid:
-            self.upper.chown(cpath, e.uid, pe.gid)
+            self._up.chown(cpath, e.uid, pe.gid)
         if is_dir and not e.mode & _stat.S_ISGID:
-            self.upper.chmod(cpath, e.mode | _stat.S_ISGID)
+            self._up.chmod(cpath, e.mode | _stat.S_ISGID)
 
     @_changing
     def mkdir(self, path: Any, mode: int = 0o777) -> None:
         """``os.mkdir``: EEXIST, ENOENT/ENOTDIR (parent), EROFS."""
         p = self._norm(path)
         with self._lock:
-            self._create_common(p, lambda c: self.upper.mkdir(c, self._new_mode(mode)), True)
+            self._create_common(p, lambda c: self._up.mkdir(c, self._new_mode(mode)), True)
 
     @_changing
     def makedirs(self, path: Any, mode: int = 0o777, exist_ok: bool = False) -> None:
@@ -1365,7 +1633,7 @@ class UnionFS:
         if not target:
             raise NotFound(p)
         with self._lock:
-            self._create_common(p, lambda c: self.upper.symlink(c, target), False)
+            self._create_common(p, lambda c: self._up.symlink(c, target), False)
 
     @_changing
     def mknod(self, path: Any, mode: int = 0o600 | _stat.S_IFREG, device: int = 0) -> None:
@@ -1381,9 +1649,9 @@ class UnionFS:
 
         def make(c: str) -> None:
             if kind is Kind.FILE:
-                self.upper.open_write(c, create=True, mode=perm).close()
+                self._up.open_write(c, create=True, mode=perm).close()
             else:
-                self.upper.mknod(c, kind, perm, device)
+                self._up.mknod(c, kind, perm, device)
 
         with self._lock:
             self._create_common(p, make, False)
@@ -1406,7 +1674,7 @@ class UnionFS:
             parent = self._prepare_create(self._walk(_p.split(d)[0]), name)
             cpath = _p.join(parent.path, name)
             self._clear_whiteout(cpath)
-            self.upper.link(node.path, cpath)
+            self._up.link(node.path, cpath)
 
     # ------------------------------------------------------------------ open
     def open(self, path: Any, mode: str | int = "rb", *, perm: int = 0o666) -> BinaryIO:
@@ -1416,20 +1684,31 @@ class UnionFS:
         (exclusive create), EISDIR, EROFS, ELOOP, ENOTDIR."""
         flags = _mode_to_flags(mode)
         if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND):
-            inner, upath = self._open_changing(path, flags, perm)
+            inner, upath, ino = self._open_changing(path, flags, perm)
         else:
-            inner, upath = self._open(path, flags, perm)
-        try:
-            ino = self.lstat(upath).st_ino
-        except OSError:
-            ino = 0
+            inner, upath, ino = self._open(path, flags, perm)
+        if ino is None:
+            try:
+                ino = self.lstat(upath).st_ino
+            except OSError:
+                ino = 0
         return UnionFile(inner, self, upath, ino)  # type: ignore[return-value]
 
     @_changing
-    def _open_changing(self, path: Any, flags: int, perm: int) -> tuple[Any, str]:
+    def _open_changing(self, path: Any, flags: int, perm: int) -> tuple[Any, str, int | None]:
         return self._open(path, flags, perm)
 
-    def _open(self, path: Any, flags: int, perm: int) -> tuple[Any, str]:
+    def _created_ino(self, f: Any) -> int | None:
+        """The union inode number of a file this union just created in the upper, from its
+        open descriptor (no lookup); None when the file has no host descriptor."""
+        try:
+            host_ino = os.fstat(f.fileno()).st_ino
+        except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+            return None
+        return self._upper_ino(Entry(kind=Kind.FILE, ino=host_ino))
+
+    def _open(self, path: Any, flags: int, perm: int) -> tuple[Any, str, int | None]:
+        """(layer file, union path, union inode number or None when not known here)."""
         p = self._norm(path)
         acc = flags & os.O_ACCMODE
         write = acc in (os.O_WRONLY, os.O_RDWR)
@@ -1454,14 +1733,15 @@ class UnionFS:
                 parent = self._prepare_create(parent, name)
                 cpath = _p.join(parent.path, name)
                 self._clear_whiteout(cpath)
-                f = self.upper.open_write(cpath, create=True, truncate=True,
+                f = self._up.open_write(cpath, create=True, truncate=True,
                                           mode=self._new_mode(perm), append=append,
                                           readable=acc == os.O_RDWR)
                 self._inherit_group(parent, cpath, False)
+                ino = self._created_ino(f)
                 if acc == os.O_RDONLY:
                     f.close()
-                    return self.upper.open_read(cpath), cpath
-                return f, cpath
+                    return self._up.open_read(cpath), cpath, ino
+                return f, cpath, ino
             if create and excl:
                 raise Exists(p)
             if node.kind is Kind.SYMLINK:
@@ -1479,17 +1759,17 @@ class UnionFS:
                 elif node.upper.metacopy:
                     node = self._copy_up(node) if not trunc else node
                     if trunc and node.upper.metacopy:
-                        self.upper.set_metacopy(node.path, False)
-                return self.upper.open_write(node.path, truncate=trunc, append=append,
-                                             readable=acc == os.O_RDWR), node.path
+                        self._up.set_metacopy(node.path, False)
+                return self._up.open_write(node.path, truncate=trunc, append=append,
+                                           readable=acc == os.O_RDWR), node.path, None
             if node.upper is None and not (node.alias is not None and node.alias.metacopy):
                 # (a metacopy index entry, which only the kernel makes, has its data below)
                 key = self._index_key(node)
-                if key is not None and self.upper.index_lookup(key):
-                    return self.upper.index_open(key), node.path
+                if key is not None and self._up.index_lookup(key):
+                    return self._up.index_open(key), node.path, None
             src = self._data_source(node)
             layer, lpath = src  # type: ignore[misc]
-            return layer.open_read(lpath), node.path
+            return layer.open_read(lpath), node.path, self._ino(node)
 
     # ------------------------------------------------------------------ removing
     @_changing
@@ -1520,17 +1800,17 @@ class UnionFS:
         if node.upper is not None:
             if node.is_dir:
                 self._purge_whiteouts(node.path)
-            self.upper.remove(node.path)
+            self._up.remove(node.path)
         if lower_visible:
             self._whiteout(node.path, "deleted a name that exists in a lower layer: the "
                            "whiteout hides it")
 
     def _purge_whiteouts(self, path: str) -> None:
-        for name in self.upper.listdir(path):
+        for name in self._up.listdir(path):
             cp = _p.join(path, name)
-            e = self.upper.lookup(cp)
+            e = self._up.lookup(cp)
             if e is not None and e.kind is Kind.WHITEOUT:
-                self.upper.remove(cp)
+                self._up.remove(cp)
 
     @_changing
     def rmdir(self, path: Any) -> None:
@@ -1659,22 +1939,22 @@ class UnionFS:
         if dnode is not None and dnode.upper is not None:
             if dnode.is_dir:
                 self._purge_whiteouts(d)
-            if dnode.upper is not None and self.upper.lookup(d) is not None and dnode.is_dir:
-                self.upper.remove(d)
+            if dnode.upper is not None and self._up.lookup(d) is not None and dnode.is_dir:
+                self._up.remove(d)
         else:
             self._clear_whiteout(d)
-        self.upper.rename(s, d)
+        self._up.rename(s, d)
         if redirect is not None:
             same_parent = _p.split(s)[0] == _p.split(d)[0] and _p.split(redirect)[0] == \
                 _p.split(s)[0]
             value = _p.split(redirect)[1] if same_parent else redirect
-            self.upper.set_redirect(d, value)
+            self._up.set_redirect(d, value)
             self._emit(EventKind.REDIRECT, d, self.upper_name,
                        f"renamed directory keeps its lower contents: overlay.redirect="
                        f"{value}")
         elif snode.is_dir and not (snode.upper is not None and snode.upper.opaque) and \
                 (dnode is not None or self._has_lower(dparent, dname)):
-            self.upper.set_opaque(d, True)
+            self._up.set_opaque(d, True)
             self._emit(EventKind.OPAQUE, d, self.upper_name,
                        "directory moved over a lower name: opaque, so the lower contents "
                        "there stay hidden")
@@ -1691,12 +1971,12 @@ class UnionFS:
                 moves.append((other, r if r and r.startswith("/") else (n.lower_key or n.path)))
         self._copy_up(snode, meta_only_ok=False)
         self._copy_up(self._walk(dnode.path, follow=False), meta_only_ok=False)
-        exchange = getattr(self.upper, "exchange", None)
+        exchange = getattr(self._up, "exchange", None)
         if exchange is None:
             raise NotSupported(snode.path)
         exchange(snode.path, dnode.path)
         for where, target in moves:
-            self.upper.set_redirect(where, target)
+            self._up.set_redirect(where, target)
             self._emit(EventKind.REDIRECT, where, self.upper_name,
                        f"exchanged directory keeps its lower contents: overlay.redirect="
                        f"{target}")
@@ -1717,7 +1997,7 @@ class UnionFS:
                 raise NotSupported(p, "symlink modes cannot be changed on Linux")
             self._need_upper(p)
             node = self._copy_up(node, meta_only_ok=True)
-            self.upper.chmod(node.path, mode & 0o7777)
+            self._up.chmod(node.path, mode & 0o7777)
 
     @_changing
     def chown(self, path: Any, uid: int, gid: int, *, follow_symlinks: bool = True) -> None:
@@ -1726,7 +2006,7 @@ class UnionFS:
         with self._lock:
             node = self._meta_target(p, follow_symlinks)
             e = node.upper
-            self.upper.chown(node.path, e.uid if uid == -1 else uid,
+            self._up.chown(node.path, e.uid if uid == -1 else uid,
                              e.gid if gid == -1 else gid)
 
     def lchown(self, path: Any, uid: int, gid: int) -> None:
@@ -1749,7 +2029,7 @@ class UnionFS:
                 ns = (int(times[0] * 1e9), int(times[1] * 1e9))
         with self._lock:
             node = self._meta_target(p, follow_symlinks)
-            self.upper.utime(node.path, ns[0], ns[1])
+            self._up.utime(node.path, ns[0], ns[1])
 
     @_changing
     def truncate(self, path: Any, length: int) -> None:
@@ -1763,7 +2043,7 @@ class UnionFS:
                 raise InvalidPath(p)
             self._need_upper(p)
             node = self._copy_up(node, data=length > 0)
-            self.upper.truncate(node.path, length)
+            self._up.truncate(node.path, length)
 
     @_changing
     def setxattr(self, path: Any, name: str, value: bytes, flags: int = 0, *,
@@ -1781,7 +2061,7 @@ class UnionFS:
             if flags & os.XATTR_REPLACE and not have:
                 raise NoData(p)
             node = self._copy_up(node, meta_only_ok=True)
-            self.upper.setxattr(node.path, name, bytes(value), 0)
+            self._up.setxattr(node.path, name, bytes(value), 0)
 
     @_changing
     def removexattr(self, path: Any, name: str, *, follow_symlinks: bool = True) -> None:
@@ -1795,7 +2075,7 @@ class UnionFS:
                 raise NoData(p)
             self._need_upper(p)
             node = self._copy_up(node, meta_only_ok=True)
-            self.upper.removexattr(node.path, name)
+            self._up.removexattr(node.path, name)
 
     # ------------------------------------------------------------------ misc
     @_changing

@@ -183,9 +183,12 @@ def read_xattrs(path: str) -> tuple[tuple[tuple[str, bytes], ...], Marks]:
     ``Marks.whiteout`` only reports the xattr flag, which is a whiteout only when the object
     is a zero-size file in a directory with ``Marks.xwhiteouts``.
     """
+    names = _listxattr(path)
+    if not names:  # the common case: nothing to decode
+        return (), _NO_MARKS
     visible: list[tuple[str, bytes]] = []
     private: dict[str, bytes] = {}
-    for name in _listxattr(path):
+    for name in names:
         value = _getxattr(path, name)
         if value is None:
             continue
@@ -195,6 +198,9 @@ def read_xattrs(path: str) -> tuple[tuple[tuple[str, bytes], ...], Marks]:
             visible.append((unescape_xattr(name), value))
     visible.sort()
     return tuple(visible), marks_from_private(private)
+
+
+_NO_MARKS = Marks()
 
 
 def marks_from_private(private: dict[str, bytes]) -> Marks:

@@ -20,7 +20,7 @@ from imagesim.container import (
     parse_port,
 )
 from imagesim.errors import Conflict, ContainerNotFound
-from imagesim.image import Image
+from imagesim.image import ChangeInvalid, Image
 from imagesim.store import Store
 from imagesim.units import human_duration, human_size
 
@@ -173,7 +173,7 @@ def test_commit_changes_and_config(env):
     assert cfg["WorkingDir"] == "/app" and cfg["User"] == "nobody"
     assert cfg["Volumes"] == {"/data": {}}
     assert cfg["Entrypoint"] == ["/bin/sh", "-c", "/entry.sh"]
-    with pytest.raises(ContainerError, match="RUN is not a valid change command"):
+    with pytest.raises(ChangeInvalid, match="run is not a valid change command"):
         apply_changes({}, ["RUN apt-get update"])
 
 

@@ -10,7 +10,7 @@ import pytest
 from imagesim import oci
 from imagesim.digest import Digest
 from imagesim.errors import DigestInvalid, ManifestInvalid
-from imagesim.image import Image, apply_changes, chain_ids, parse_time
+from imagesim.image import Image, chain_ids, parse_time
 
 L1 = Digest.of(b"layer one")
 L2 = Digest.of(b"layer two")
@@ -97,24 +97,3 @@ def test_parse_time_with_nanoseconds():
     assert parse_time(None) is None
 
 
-def test_apply_changes():
-    cfg = apply_changes({"Env": ["A=1"]}, [
-        'CMD ["redis-server", "/etc/redis/redis.conf"]', "ENTRYPOINT echo hi", "ENV A=2 B=3",
-        "ENV C hello world", "EXPOSE 80 53/udp", 'LABEL a=b "c d"="e f"', "USER nobody",
-        "VOLUME /data /logs", "WORKDIR /app", "STOPSIGNAL SIGTERM"])
-    assert cfg["Cmd"] == ["redis-server", "/etc/redis/redis.conf"]
-    assert cfg["Entrypoint"] == ["/bin/sh", "-c", "echo hi"]
-    assert cfg["Env"] == ["A=2", "B=3", "C=hello world"]
-    assert cfg["ExposedPorts"] == {"80/tcp": {}, "53/udp": {}}
-    assert cfg["Labels"] == {"a": "b", "c d": "e f"}
-    assert cfg["User"] == "nobody"
-    assert cfg["Volumes"] == {"/data": {}, "/logs": {}}
-    assert cfg["WorkingDir"] == "/app"
-    assert cfg["StopSignal"] == "SIGTERM"
-
-
-@pytest.mark.parametrize("change", ["RUN apt-get update", "EXPOSE abc", "ENV", "WORKDIR",
-                                    "LABEL novalue"])
-def test_apply_changes_refuses(change):
-    with pytest.raises(ManifestInvalid):
-        apply_changes({}, [change])

@@ -553,7 +553,9 @@ def test_commit_walk_expands_redirects_and_reads_metacopy_data(tmp_path):
     with items["/d/g"].open() as f:
         assert f.read() == b"g"
     assert not items["/d/g"].entry.metacopy
-    assert [str(c) for c in changes(fs)] == ["C /d", "C /d/g", "D /merged", "A /moved",
+    # /d was copied up as g's parent with its lower times kept (the kernel restores them
+    # after a copy-up), so only g itself changed, as docker diff reports it
+    assert [str(c) for c in changes(fs)] == ["C /d/g", "D /merged", "A /moved",
                                            "A /moved/low", "A /moved/top"]
 
 
