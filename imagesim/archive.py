@@ -24,6 +24,7 @@ blobs this load added are removed again.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import stat
@@ -188,15 +189,106 @@ def save(store: Store, names: Iterable[str], out: BinaryIO,
     return SaveResult(tuple(items), len(digests), total)
 
 
+def _temp_name(path: str) -> str:
+    """The temporary file ``save_to_file`` writes before it renames it to ``path``."""
+    directory, base = os.path.split(os.path.abspath(path))
+    return os.path.join(directory, f".{base}.tmp-{os.getpid()}")
+
+
+def _pid_alive(pid: int) -> bool:
+    """True if process ``pid`` runs here (a zombie, whose files are all closed, is not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # someone else's process
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
+    except (OSError, IndexError):
+        return True
+
+
+def _remove_if_stale(path: str, pid: int) -> bool:
+    """Remove the temporary ``path`` of writer ``pid`` if that writer is gone: its pid is not
+    running here and nobody holds the ``flock`` every writer keeps on its temporary (which the
+    kernel drops when a process dies, even by SIGKILL, and which also covers writers in other
+    pid namespaces sharing the directory). True if it was removed."""
+    if pid == os.getpid() or _pid_alive(pid):
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return False  # gone already, or not a file we may open: leave it
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False  # a live writer holds it
+        try:
+            # still the same file under that name (not replaced since we opened it)
+            if os.path.samestat(os.fstat(fd), os.lstat(path)):
+                os.unlink(path)
+                return True
+        except FileNotFoundError:
+            pass
+        return False
+    finally:
+        os.close(fd)
+
+
+def _sweep(directory: str, head: str | None = None) -> list[str]:
+    """Remove the stale ``HEAD.tmp-PID`` files in ``directory`` (any ``HEAD`` when None; see
+    ``_remove_if_stale``); returns the paths removed."""
+    removed = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return removed
+    for name in names:
+        stem, sep, pid = name.rpartition(".tmp-")
+        if not sep or not stem or not pid.isdigit() or head not in (None, stem):
+            continue
+        candidate = os.path.join(directory, name)
+        if _remove_if_stale(candidate, int(pid)):
+            removed.append(candidate)
+    return removed
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[str]:
+    """Remove the ``.NAME.tmp-PID`` files that killed ``save -o NAME`` runs left beside
+    ``path`` (writers that are gone; see ``_remove_if_stale``); returns the paths removed.
+    Temporaries of live writers, and of other files, are left alone. Never raises for a
+    file it cannot remove."""
+    directory, base = os.path.split(os.path.abspath(os.fspath(path)))
+    return _sweep(directory, f".{base}")
+
+
+def _open_temp(path: str) -> BinaryIO:
+    """Create (or truncate) the temporary ``path`` and hold an ``flock`` on it for as long as
+    it is open: the mark ``_remove_if_stale`` looks for."""
+    f = open(path, "wb")  # noqa: SIM115 (the caller closes it)
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+    except BaseException:
+        f.close()
+        raise
+    return f
+
+
 def save_to_file(store: Store, names: Iterable[str], path: str | os.PathLike,
                  progress: Callable[[int], None] | None = None) -> SaveResult:
-    """``save`` into ``path`` atomically (temporary file in the same directory, fsync,
-    rename): a failed save leaves no partial archive."""
+    """``save`` into ``path`` atomically (temporary ``.NAME.tmp-PID`` in the same directory,
+    fsync, rename): a failed save leaves no partial archive, and a killed one at most its
+    temporary, which the next save to ``path`` removes (``remove_stale_temporaries``)."""
     path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp-{os.getpid()}")
+    tmp = _temp_name(path)
+    remove_stale_temporaries(path)
     try:
-        with open(tmp, "wb") as f:
+        with _open_temp(tmp) as f:
             result = save(store, names, f, progress)
             f.flush()
             os.fsync(f.fileno())
@@ -218,6 +310,9 @@ def save_oci_dir(store: Store, names: Iterable[str], directory: str | os.PathLik
     docs = _layout_docs(store, items)
     blob_dir = os.path.join(directory, "blobs", "sha256")
     os.makedirs(blob_dir, exist_ok=True)
+    # what killed earlier runs left: NAME.tmp-PID of writers that are gone
+    _sweep(directory)
+    _sweep(blob_dir)
     total = 0
     for d in digests:
         target = os.path.join(blob_dir, d.hex)
@@ -226,7 +321,7 @@ def save_oci_dir(store: Store, names: Iterable[str], directory: str | os.PathLik
         if os.path.exists(target) and os.path.getsize(target) == size:
             continue
         tmp = target + f".tmp-{os.getpid()}"
-        with store.blobs.open(d) as src, open(tmp, "wb") as dst:
+        with store.blobs.open(d) as src, _open_temp(tmp) as dst:
             while chunk := src.read(1 << 20):
                 dst.write(chunk)
             dst.flush()
@@ -239,7 +334,7 @@ def save_oci_dir(store: Store, names: Iterable[str], directory: str | os.PathLik
 
 def _atomic_write(path: str, data: bytes) -> None:
     tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
+    with _open_temp(tmp) as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
@@ -744,7 +839,8 @@ def import_(store: Store, source: str | os.PathLike | BinaryIO, reference: str |
     ``-``/a stream, or a directory, which is packed), tagged ``reference`` when given.
     History gets one row with comment ``Imported from SOURCE`` (or ``message``); ``changes``
     are Dockerfile instructions applied to the config (``-c``). Raises ``LayerInvalid`` for a
-    broken tar, ``ManifestInvalid`` for a bad change, ``ReferenceInvalid`` for a bad name."""
+    broken tar, ``ChangeInvalid`` (``imagesim.image``) for a bad change, ``ReferenceInvalid``
+    for a bad name."""
     ref = Reference.parse(reference) if reference else None
     name = source_name or (os.fspath(source) if isinstance(source, (str, os.PathLike))
                            else "-")

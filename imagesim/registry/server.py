@@ -758,9 +758,11 @@ def serve(addr: str, root: str | os.PathLike, htpasswd: str | os.PathLike | None
           upload_purge_interval: float | None = None) -> None:
     """Serve the registry at ``root`` on ``addr`` until SIGINT/SIGTERM (blocks), logging one
     line per request to stderr when ``access_log`` (what ``docker logs registry`` shows); over
-    HTTPS when ``tls_cert``/``tls_key`` (PEM) are given. Raises ``ValueError`` for a bad
-    address, auth mode or TLS pair, ``OSError`` (EADDRINUSE, ENOENT...) if the port cannot be
-    bound or a file cannot be read."""
+    HTTPS when ``tls_cert``/``tls_key`` (PEM) are given. Upload sessions idle for
+    ``upload_expiry`` seconds expire, and are purged at startup and every
+    ``upload_purge_interval`` seconds (see ``upload_purging`` for the defaults). Raises
+    ``ValueError`` for a bad address, auth mode, TLS pair or purging setting, ``OSError``
+    (EADDRINUSE, ENOENT...) if the port cannot be bound or a file cannot be read."""
     host, port = parse_addr(addr)
     check_tls_files(tls_cert, tls_key)
     app = create_app(root, htpasswd=htpasswd, auth=auth, anonymous_pull=anonymous_pull,

@@ -122,18 +122,24 @@ def test_registry_gc_removes_expired_sessions(tmp_path):
     assert os.listdir(os.path.join(root, "uploads")) == []
 
 
-def test_serve_takes_the_reference_registrys_purging_settings(tmp_path):
-    """``imagesim registry serve`` as a real process, configured the way docker-registry is:
-    ``REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_AGE``."""
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_registry_serve_expires_uploads(tmp_path, how):
+    """``imagesim registry serve`` as a real process, with ``--upload-expiry 30m`` or
+    configured the way docker-registry is: ``REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_AGE``."""
     root = str(tmp_path / "reg")
     storage = RegistryStorage(root, fsync=False)
     ids = {name: storage.start_upload("lib/app").id for name in ("old", "young")}
     port = kit.free_port()
-    env = kit.env_for(str(tmp_path / "store"),
-                      REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_AGE="30m",
-                      REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_INTERVAL="1h")
+    if how == "env":
+        env = kit.env_for(str(tmp_path / "store"),
+                          REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_AGE="30m",
+                          REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_INTERVAL="1h")
+        flags = []
+    else:
+        env = kit.env_for(str(tmp_path / "store"))
+        flags = ["--upload-expiry", "30m", "--upload-purge-interval", "1h"]
     proc = subprocess.Popen([*kit.CLI, "registry", "serve", "--addr", f"127.0.0.1:{port}",
-                             "--root", root, "--quiet"], env=env, cwd=kit.REPO,
+                             "--root", root, "--quiet", *flags], env=env, cwd=kit.REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         url = f"http://127.0.0.1:{port}"
@@ -155,6 +161,13 @@ def test_serve_takes_the_reference_registrys_purging_settings(tmp_path):
         proc.terminate()
         proc.wait(timeout=20)
         proc.stderr.close()
+
+
+def test_registry_serve_refuses_a_bad_duration(tmp_path):
+    r = kit.cli(str(tmp_path / "store"), "registry", "serve", "--root", str(tmp_path / "reg"),
+                "--upload-expiry", "soon", check=False, timeout=30)
+    assert r.returncode == 125  # docker's status for a usage error
+    assert "--upload-expiry" in r.stderr and "invalid duration" in r.stderr
 
 
 def test_purging_settings(monkeypatch):
