@@ -71,10 +71,11 @@ def rate(n: int, seconds: float) -> float:
     return round(n / seconds, 1) if seconds > 0 else 0.0
 
 
-def bench_mount_like(root: str, lowers: list, plain: str, paths: list[str],
-                     creates: int) -> dict:
-    """The engine calls a FUSE mount makes, on a union built fresh (as a mount builds it),
-    each against the same work with ``os`` on the plain merged tree:
+def bench_mount_like(root: str, layer_dirs: list[str], cache: str, plain: str,
+                     paths: list[str], creates: int) -> dict:
+    """The engine calls a FUSE mount makes, on a union built fresh as a mount builds it
+    (lower ``DirLayer``s opened from their cached index, nothing looked up yet), each
+    against the same work with ``os`` on the plain merged tree:
 
     - cold lookups: ``lstat`` of every path in walk order on a fresh union with an empty
       writable upper (what the kernel's LOOKUPs ask right after mounting);
@@ -91,6 +92,7 @@ def bench_mount_like(root: str, lowers: list, plain: str, paths: list[str],
 
     def fresh() -> UnionFS:
         upper = tempfile.mkdtemp(dir=root, prefix="upper-")
+        lowers = [DirLayer(d, cache_dir=cache) for d in layer_dirs]
         return UnionFS(lowers, DirLayer(upper, writable=True),
                        workdir=tempfile.mkdtemp(dir=root, prefix="work-"))
 
@@ -236,7 +238,7 @@ def bench_stack(tmp: str, files: int, layers: int, sample: int, creates: int = 5
         "index_build_s": round(t_index, 4), "index_open_s": round(t_open, 4),
         "stat_cold_s": round(cold, 4),
     }
-    res.update(bench_mount_like(root, lowers, plain, paths, creates))
+    res.update(bench_mount_like(root, layer_dirs, cache, plain, paths, creates))
     for name, eng, ref in (("stat", engine_stat, os_stat),
                            ("stat_upper", engine_stat_upper, os_stat),
                            ("listdir", engine_list, os_list),

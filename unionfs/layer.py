@@ -778,6 +778,34 @@ class DirLayer:
         opaque = _stat.S_ISDIR(st.st_mode) and _wh.dir_has_opaque_marker(host)
         return _entry_from_stat(st, host, xattrs, marks, opaque)
 
+    def entries(self, path: str) -> list[tuple[str, Entry]]:
+        """``(name, lookup(path/name))`` for every name of ``listdir(path)``, in one call
+        (the union merges a lower directory this way: no per-name call overhead).
+        Raises ``NotFound``/``NotADir`` as ``listdir``."""
+        if self._children is None:
+            prefix = "/" if path == "/" else path + "/"
+            return [(n, e) for n in self.listdir(path)
+                    if (e := self.lookup(prefix + n)) is not None]
+        if self._blobs and path in self._blobs:
+            self._load_dir(path)
+        names = self._children.get(path)
+        if names is None:
+            self.listdir(path)  # raises the right error
+            return []
+        prefix = "/" if path == "/" else path + "/"
+        cache, raw = self._entries, self._raw
+        out = []
+        for name in names:
+            p = prefix + name
+            e = cache.get(p)
+            if e is None:
+                rec = raw.get(p)  # type: ignore[union-attr]
+                if rec is None:
+                    continue
+                e = cache[p] = _unpack(rec)
+            out.append((name, e))
+        return out
+
     def listdir(self, path: str) -> list[str]:
         if self._children is not None:
             if self._blobs and path in self._blobs:

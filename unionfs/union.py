@@ -299,17 +299,21 @@ class _LowerView:
             found: dict[str, list[tuple[int, str, Entry]]] = {}
             for i, lpath, _e in node.stack:
                 layer = self.lowers[i]
-                lookup = layer.lookup
                 prefix = "/" if lpath == "/" else lpath + "/"
-                for name in layer.listdir(lpath):
+                bulk = getattr(layer, "entries", None)  # DirLayer: one call per directory
+                if bulk is not None:
+                    pairs = bulk(lpath)
+                else:
+                    lookup = layer.lookup
+                    pairs = [(n, e) for n in layer.listdir(lpath)
+                             if (e := lookup(prefix + n)) is not None]
+                for name, ce in pairs:
                     cpath = prefix + name
-                    ce = lookup(cpath)
-                    if ce is not None:
-                        items = found.get(name)
-                        if items is None:
-                            found[name] = [(i, cpath, ce)]
-                        else:
-                            items.append((i, cpath, ce))
+                    items = found.get(name)
+                    if items is None:
+                        found[name] = [(i, cpath, ce)]
+                    else:
+                        items.append((i, cpath, ce))
             out: dict[str, _LNode] = {}
             simple = _SIMPLE_KINDS
             for name, items in found.items():

@@ -275,3 +275,20 @@ def test_dir_layer_without_index_reads_the_host_live(tmp_path):
         layer.listdir("/f")
     indexed = DirLayer(root, cache=False)
     assert indexed.indexed and indexed.lookup("/g").size == 5
+
+
+@pytest.mark.parametrize("index", [True, False])
+def test_dir_layer_entries_match_listdir_and_lookup(tmp_path, index):
+    """``DirLayer.entries`` (one call per directory, used to merge lowers) gives exactly
+    ``(name, lookup(name))`` for every name ``listdir`` gives, whiteouts included."""
+    layer = dir_layer(str(tmp_path), {**TOP, **{"/c/m": b"m", "/d/e/g": WHITEOUT}}, "top")
+    if not index:
+        layer = DirLayer(layer.root, index=False)
+    for d in ("/", "/a", "/b", "/c", "/d", "/d/e"):
+        want = sorted((n, layer.lookup(f"{d.rstrip('/')}/{n}")) for n in layer.listdir(d))
+        assert sorted(layer.entries(d)) == want
+    assert dict(layer.entries("/b"))["x"].is_whiteout
+    with pytest.raises(NotADirectoryError):
+        layer.entries("/a/f")
+    with pytest.raises(FileNotFoundError):
+        layer.entries("/nowhere")
