@@ -30,6 +30,7 @@ import itertools
 import json
 import os
 import queue
+import random
 import stat as _stat
 import threading
 import time
@@ -75,6 +76,10 @@ def _stat_dict(st: os.stat_result) -> dict[str, int]:
 
 
 _HIDDEN_PREFIX = ".fuse_hidden"
+#: how long a file unlinked while open stays openable by its hidden name after its last
+#: handle closed (the kernel may still open the inode it looked up before), and how many
+_GRAVE_SECONDS = 2.0
+_GRAVES_MAX = 256
 
 # struct fuse_buf / fuse_bufvec of libfuse 3 (fuse_common.h), for read_buf; libfuse frees
 # the vector (and any memory buffer) with free(), so both come from libc's malloc
@@ -105,6 +110,8 @@ _READDIR_PLUS = 1
 _FILL_DIR_PLUS = 2
 #: directories whose listings the adapter keeps before it starts again from empty
 _LISTINGS_MAX = 4096
+# a capability bit of libfuse 3's struct fuse_conn_info (fuse_common.h)
+_CAP_CACHE_SYMLINKS = 1 << 23
 
 
 def _fill_stat(c: Any, st: os.stat_result) -> None:
@@ -238,13 +245,26 @@ class _ReadPool:
         self.limit = limit
         self._by_path: dict[str, Any] = {}
         self._refs: dict[int, int] = {}
-        self._idle: dict[str, None] = {}  # paths whose object no handle uses, oldest first
+        # paths whose object no handle uses, in a list for eviction at random (a scan of
+        # more files than the pool holds would evict every one before its reuse under LRU)
+        self._idle: list[str] = []
+        self._idle_at: dict[str, int] = {}
+        self._rng = random.Random(0)
+
+    def _unidle(self, path: str) -> None:
+        i = self._idle_at.pop(path, None)
+        if i is None:
+            return
+        last = self._idle.pop()
+        if i < len(self._idle):
+            self._idle[i] = last
+            self._idle_at[last] = i
 
     def get(self, path: str) -> Any:
         f = self._by_path.get(path)
         if f is not None:
             self._refs[id(f)] += 1
-            self._idle.pop(path, None)
+            self._unidle(path)
         return f
 
     def add(self, path: str, f: Any) -> None:
@@ -260,9 +280,11 @@ class _ReadPool:
             return
         if self._by_path.get(path) is f:
             self._refs[id(f)] = 0
-            self._idle[path] = None
+            if path not in self._idle_at:
+                self._idle_at[path] = len(self._idle)
+                self._idle.append(path)
             while len(self._idle) > self.limit:
-                self.drop(next(iter(self._idle)))
+                self.drop(self._idle[self._rng.randrange(len(self._idle))])
         else:
             self._refs.pop(id(f), None)
             with contextlib.suppress(OSError):
@@ -272,7 +294,7 @@ class _ReadPool:
         f = self._by_path.pop(path, None)
         if f is None:
             return
-        self._idle.pop(path, None)
+        self._unidle(path)
         if not self._refs.get(id(f)):
             self._refs.pop(id(f), None)
             with contextlib.suppress(OSError):
@@ -289,19 +311,24 @@ class _ReadPool:
 
 
 def _pool_size() -> int:
-    """How many unused read-only objects the pool may keep open: raise the soft limit of
-    open files to the hard one (at most 65536) and use a quarter of it, at most 8192."""
+    """How many unused read-only objects the pool may keep open: raise the limit of open
+    files to 65536 (the hard limit too when we may, as root) and use half of it."""
     import resource
 
+    want = 65536
     try:
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        want = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
-        if soft != resource.RLIM_INFINITY and soft < want:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-            soft = want
+        if hard != resource.RLIM_INFINITY and hard < want:
+            with contextlib.suppress(OSError, ValueError):
+                resource.setrlimit(resource.RLIMIT_NOFILE, (want, want))
+                soft, hard = want, want
+        target = want if hard == resource.RLIM_INFINITY else min(hard, want)
+        if soft != resource.RLIM_INFINITY and soft < target:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
     except (OSError, ValueError):
         return 256
-    return max(64, min(8192, soft // 4))
+    return max(64, min(32768, soft // 2))
 
 
 class _Invalidator:
@@ -364,6 +391,9 @@ class FuseOperations(mfusepy.Operations):
         self._gid = os.getegid()
         # names libfuse gave to files unlinked while open (already unlinked in the engine)
         self._hidden: dict[str, int] = {}
+        # hidden files whose last handle closed: hidden name -> (a read-only duplicate of
+        # their host descriptor, when it was closed); see release()
+        self._graves: dict[str, tuple[_Open, float]] = {}
         # the names seen for each hard-linked inode (nlink > 1), for cache invalidation
         self._names: dict[int, set[str]] = {}
         self._ino_of: dict[str, int] = {}
@@ -386,6 +416,10 @@ class FuseOperations(mfusepy.Operations):
         """Configure libfuse once the kernel has connected, then report readiness."""
         with contextlib.suppress(Exception):
             self._invalidate.fuse_ptr = mfusepy._libfuse.fuse_get_context().contents.fuse
+        if conn is not None:
+            # a symlink never changes in place (only a new one replaces it): the kernel may
+            # keep its target instead of asking READLINK at every resolution
+            conn.want |= conn.capable & _CAP_CACHE_SYMLINKS
         if config is not None:
             opts = self.opts
             timeout = DEFAULT_TIMEOUT if opts is None or opts.timeout is None else opts.timeout
@@ -435,6 +469,10 @@ class FuseOperations(mfusepy.Operations):
         for o in files.values():
             with contextlib.suppress(OSError):
                 o.file.close()
+        graves, self._graves = self._graves, {}
+        for g, _when in graves.values():
+            with contextlib.suppress(OSError):
+                g.file.close()
         self._reads = _ReadPool(self._reads.limit)
 
     # -- helpers ----------------------------------------------------------------------------
@@ -461,15 +499,51 @@ class FuseOperations(mfusepy.Operations):
         return o.file
 
     def _hidden_open(self, path: str | None) -> _Open | None:
-        """The open file behind a name libfuse gave to a file unlinked while open."""
-        if path is None or not self._hidden:
+        """The open file behind a name libfuse gave to a file unlinked while open (or
+        closed a moment ago, see ``release``)."""
+        if path is None:
             return None
-        if path not in self._hidden:
-            return None
-        for o in self._files.values():
-            if o.path == path:
-                return o
-        raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), path)
+        if self._hidden and path in self._hidden:
+            for o in self._files.values():
+                if o.path == path:
+                    return o
+        grave = self._graves.get(path) if self._graves else None
+        if grave is not None:
+            return grave[0]
+        if self._hidden and path in self._hidden:
+            raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), path)
+        return None
+
+    def _is_hidden(self, path: str | None) -> bool:
+        if path is None:
+            return False
+        return path in self._hidden or path in self._graves
+
+    def _bury(self, o: _Open) -> None:
+        """The last handle of a hidden file closes: keep a read-only duplicate of its host
+        descriptor for a moment. A process that looked the file up before it was replaced
+        by a rename or unlinked may still open that inode, which works on overlayfs; libfuse
+        then asks us to open the hidden name it gave the file, which it has just unlinked."""
+        from .upper import HostFile
+
+        try:
+            fd = os.dup(o.file.fileno())
+        except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+            return
+        g = _Open(HostFile(fd, readable=True, writable=False, name=o.path), o.path)
+        g.ino = o.ino
+        self._graves[o.path] = (g, time.monotonic())
+        self._prune_graves()
+
+    def _prune_graves(self) -> None:
+        now = time.monotonic()
+        while self._graves:
+            path, (g, when) = next(iter(self._graves.items()))
+            if now - when < _GRAVE_SECONDS and len(self._graves) <= _GRAVES_MAX:
+                break
+            del self._graves[path]
+            with contextlib.suppress(OSError):
+                g.file.close()
 
     def _unlinked(self, path: str | None, fh: int | None) -> _Open:
         """The open file a call without a usable path is about (EBADF if none)."""
@@ -544,7 +618,7 @@ class FuseOperations(mfusepy.Operations):
     def stat(self, path: str | None, fh: int | None = None) -> os.stat_result:
         """The attributes FUSE asks for: the engine's ``lstat``, or for a file unlinked while
         open, its open handle's."""
-        if path is None or (self._hidden and path in self._hidden):
+        if path is None or self._is_hidden(path):
             return self._open_stat(self._unlinked(path, fh))
         st = self.union.lstat(path)
         if st.st_nlink > 1:
@@ -671,7 +745,7 @@ class FuseOperations(mfusepy.Operations):
         return 0
 
     def chmod(self, path: str | None, mode: int, fh: int | None = None) -> int:
-        if path is None or path in self._hidden:
+        if path is None or self._is_hidden(path):
             os.fchmod(self._host_fd(self._unlinked(path, fh), change=True), _stat.S_IMODE(mode))
         else:
             self._reads.drop(path)
@@ -680,7 +754,7 @@ class FuseOperations(mfusepy.Operations):
         return 0
 
     def chown(self, path: str | None, uid: int, gid: int, fh: int | None = None) -> int:
-        if path is None or path in self._hidden:
+        if path is None or self._is_hidden(path):
             os.fchown(self._host_fd(self._unlinked(path, fh), change=True), uid, gid)
         else:
             self._reads.drop(path)
@@ -699,7 +773,7 @@ class FuseOperations(mfusepy.Operations):
                 st = self.stat(path, fh)
                 atime = st.st_atime_ns if atime is None else atime
                 mtime = st.st_mtime_ns if mtime is None else mtime
-        if path is None or path in self._hidden:
+        if path is None or self._is_hidden(path):
             os.utime(self._host_fd(self._unlinked(path, fh), change=True), ns=(atime, mtime))
         else:
             self._reads.drop(path)
@@ -780,7 +854,29 @@ class FuseOperations(mfusepy.Operations):
 
     # -- files ------------------------------------------------------------------------------
 
+    def _reopen(self, path: str, flags: int) -> int:
+        """Open once more a file unlinked while open (libfuse gave it a hidden name): the
+        kernel may still hold its inode from a lookup made before the unlink or the rename
+        over it, and opening that inode must work, as it does on overlayfs. Reopens the
+        host file of an open handle; a change needs it to be an upper file (EROFS: a lower
+        file is never written)."""
+        o = self._unlinked(path, None)
+        change = bool(flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND))
+        fd = self._host_fd(o, change=change)
+        keep = flags & (os.O_ACCMODE | os.O_APPEND | os.O_TRUNC)
+        from .upper import HostFile
+
+        new = os.open(f"/proc/self/fd/{fd}", keep | os.O_CLOEXEC)
+        acc = flags & os.O_ACCMODE
+        f = HostFile(new, readable=acc != os.O_WRONLY, writable=acc != os.O_RDONLY,
+                     append=bool(flags & os.O_APPEND), name=path)
+        fh = self._add(f, path)
+        self._files[fh].ino = o.ino
+        return fh
+
     def open(self, path: str, flags: int) -> int:
+        if self._is_hidden(path):
+            return self._reopen(path, flags)
         if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND):
             self._reads.drop(path)
             fh = self._add(self.union.open(path, flags), path)
@@ -853,8 +949,8 @@ class FuseOperations(mfusepy.Operations):
             self._files[fh].file.truncate(length)
             if path is not None:
                 self._changed(path)
-        elif path is not None and path in self._hidden:
-            self._unlinked(path, None).file.truncate(length)
+        elif self._is_hidden(path):
+            os.ftruncate(self._host_fd(self._unlinked(path, None), change=True), length)
         elif path is not None:
             self._reads.drop(path)
             self.union.truncate(path, length)
@@ -875,6 +971,11 @@ class FuseOperations(mfusepy.Operations):
         o = self._files.pop(fh, None)
         if o is None:
             return 0
+        if self._graves:
+            self._prune_graves()
+        if (self._hidden and o.path in self._hidden
+                and not any(x.path == o.path for x in self._files.values())):
+            self._bury(o)
         if o.shared:
             self._reads.release(self._key.pop(fh, o.path), o.file)
         else:

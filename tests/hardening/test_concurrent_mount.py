@@ -223,7 +223,7 @@ def test_reader_processes_during_copy_up_of_a_big_file(tmp_path):
     assert kit.stray_work_files(f"{base}/work") == []
 
 
-@pytest.mark.xfail(strict=True, reason="REL-1 (docs/reliability.md, known limits): open(2) of a name being "
+@pytest.mark.xfail(strict=True, reason="REL-1 (docs/reliability.md): open(2) of a name being "
                    "replaced by rename(2) fails with ESTALE on the FUSE mount (libfuse's "
                    "high-level path API; ENOENT and EBADF with the threaded daemon)")
 @pytest.mark.parametrize("mode", ["single", "threaded"])
@@ -262,7 +262,7 @@ def test_open_during_rename_over_never_fails(tmp_path, mode):
     assert [o["errors"] for o in outs[2:]] == [{}, {}], outs
 
 
-@pytest.mark.xfail(strict=True, reason="REL-2 (docs/reliability.md, known limits): a read through one name "
+@pytest.mark.xfail(strict=True, reason="REL-2 (docs/reliability.md): a read through one name "
                    "of a hard-linked file misses bytes appended through the other name")
 def test_hard_link_sees_append_through_its_other_name(tmp_path):
     """Found by the worker of seed 123 (600 steps), cut down to 17 steps: after some

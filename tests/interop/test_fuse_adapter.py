@@ -49,7 +49,7 @@ def test_readdir_gives_types_and_inode_numbers(ops):
     assert entries["etc"]["st_ino"] == ops.union.lstat("/etc").st_ino
 
 
-def test_libfuse_hiding_an_open_file_becomes_a_real_unlink(ops, tmp_path):
+def test_libfuse_hiding_an_open_file_becomes_a_real_unlink(ops, tmp_path, monkeypatch):
     fh = ops.open("/etc/motd", os.O_RDWR)  # copies it up
     ino = ops.union.lstat("/etc/motd").st_ino
     hidden = "/etc/.fuse_hidden0000000100000001"
@@ -67,8 +67,33 @@ def test_libfuse_hiding_an_open_file_becomes_a_real_unlink(ops, tmp_path):
     ops.release(hidden, fh)
     ops.unlink(hidden)  # libfuse removes the hidden name after the last close
     assert ops.union.listdir("/etc") == []
+    # a process that looked the file up before may still open that inode (libfuse asks
+    # by the hidden name): for a moment it still can, as on overlayfs
+    again = ops.open(hidden, os.O_RDONLY)
+    assert ops.read(hidden, 10, 0, again) == b"Lo"
+    assert ops.getattr(hidden)["st_nlink"] == 0
+    import unionfs.fuse
+
+    monkeypatch.setattr(unionfs.fuse, "_GRAVE_SECONDS", 0.0)
+    ops.release(hidden, again)  # after that moment it is gone
     with pytest.raises(FileNotFoundError):
         ops.getattr(hidden)
+    with pytest.raises(FileNotFoundError):
+        ops.open(hidden, os.O_RDONLY)
+    assert os.listdir(tmp_path / "up" / "etc") == ["motd"]
+
+
+def test_a_hidden_lower_file_is_reopened_for_reading_only(ops):
+    fh = ops.open("/etc/motd", os.O_RDONLY)  # a lower file, not copied up
+    hidden = "/etc/.fuse_hidden0000000200000001"
+    ops.rename("/etc/motd", hidden)
+    second = ops.open(hidden, os.O_RDONLY)
+    assert ops.read(hidden, 10, 0, second) == b"lower\n"
+    with pytest.raises(OSError) as e:
+        ops.open(hidden, os.O_RDWR)
+    assert e.value.errno == errno.EROFS  # a lower file is never written
+    ops.release(hidden, second)
+    ops.release(hidden, fh)
 
 
 def test_a_rename_that_is_not_libfuse_hiding_is_a_rename(ops):

@@ -44,6 +44,29 @@ def test_overlay_options_and_values():
     assert parse_options(["lowerdir=/l,redirect_dir=follow"]).redirect_dir is False
 
 
+def test_cache_and_durability_options():
+    opts = parse_options(["lowerdir=/l"], cwd="/")
+    assert (opts.cache_readdir, opts.readdirplus, opts.volatile) == (True, True, False)
+    opts = parse_options(["lowerdir=/l,cache_readdir=off,readdirplus=off,volatile"], cwd="/")
+    assert (opts.cache_readdir, opts.readdirplus, opts.volatile) == (False, False, True)
+    assert parse_options(["lowerdir=/l,fsync=0"], cwd="/").volatile is True
+    assert parse_options(["lowerdir=/l,volatile,fsync=1"], cwd="/").volatile is False
+    # none of them reaches libfuse, which would refuse an option it does not know
+    assert opts.fuse == ()
+    with pytest.raises(OptionError, match="fsync='maybe'"):
+        parse_options(["lowerdir=/l,fsync=maybe"], cwd="/")
+
+
+def test_volatile_reaches_the_engine(tmp_path):
+    from unionfs.mount import build_union
+
+    for d in ("l", "u", "w"):
+        (tmp_path / d).mkdir()
+    base = f"lowerdir={tmp_path}/l,upperdir={tmp_path}/u,workdir={tmp_path}/w"
+    assert build_union(parse_options([base])).volatile is False
+    assert build_union(parse_options([base + ",fsync=0"])).volatile is True
+
+
 def test_fuse_options_pass_through_and_ro_makes_it_read_only():
     opts = parse_options(["lowerdir=/l,upperdir=/u,workdir=/w,ro,allow_other,"
                           "default_permissions,fsname=myfs,noatime,nofail"], cwd="/")
