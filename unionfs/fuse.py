@@ -840,7 +840,25 @@ class FuseOperations(mfusepy.Operations):
         self._moved(old, new, bool(flags & RENAME_EXCHANGE))
         self._changed(old, forget=True)
         self._changed(new, forget=True)
+        self._rename_names(old, new, bool(flags & RENAME_EXCHANGE))
         return 0
+
+    def _rename_names(self, old: str, new: str, exchange: bool) -> None:
+        """Hard-linked names below a renamed directory move with it (both ways for
+        RENAME_EXCHANGE), so a later write through another name still invalidates them."""
+        moves = ((old, new), (new, old)) if exchange else ((old, new),)
+
+        def moved(path: str) -> str:
+            for a, b in moves:
+                if path.startswith(a + "/"):
+                    return b + path[len(a):]
+            return path
+
+        if not any(moved(p) != p for p in self._ino_of):
+            return
+        self._ino_of = {moved(p): ino for p, ino in self._ino_of.items()}
+        for ino, names in self._names.items():
+            self._names[ino] = {moved(p) for p in names}
 
     def link(self, target: str, source: str) -> int:
         """A hard link ``target`` to the existing ``source`` (mfusepy order)."""

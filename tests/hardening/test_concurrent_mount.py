@@ -262,8 +262,6 @@ def test_open_during_rename_over_never_fails(tmp_path, mode):
     assert [o["errors"] for o in outs[2:]] == [{}, {}], outs
 
 
-@pytest.mark.xfail(strict=True, reason="REL-2 (docs/reliability.md): a read through one name "
-                   "of a hard-linked file misses bytes appended through the other name")
 def test_hard_link_sees_append_through_its_other_name(tmp_path):
     """Found by the worker of seed 123 (600 steps), cut down to 17 steps: after some
     directory renames, a file appended through one hard link reads short through the other
