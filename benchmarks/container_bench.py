@@ -248,6 +248,10 @@ def main() -> None:
     if changes > sizes[0]:
         ap.error("--changes must not exceed the smallest --lower-files (the same files "
                  "change in every image)")
+    if args.dir:
+        os.makedirs(args.dir, exist_ok=True)
+    if args.dir:
+        os.makedirs(args.dir, exist_ok=True)
     work = tempfile.mkdtemp(prefix="container-bench-", dir=args.dir)
     commit = diff = None
     try:
