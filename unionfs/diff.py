@@ -37,7 +37,7 @@ from typing import Any, BinaryIO
 from . import path as _p
 from .entry import Change, ChangeKind, Entry, Kind
 from .errors import InvalidPath, ReadOnly
-from .layer import Layer
+from .layer import Layer, redirect_stack
 
 #: one layer's part of a lower-view object: (index in ``lowers``, path in that layer, entry)
 StackItem = tuple[int, str, Entry]
@@ -119,26 +119,7 @@ class LowerProbe:
             if e.opaque:
                 return out
             if e.redirect:
-                return out + self.redirected(i, cpath, e.redirect)
-        return out
-
-    def redirected(self, i: int, cpath: str, redirect: str) -> list[StackItem]:
-        """The directories merged under layer ``i``'s directory ``cpath`` that carries
-        ``overlay.redirect``: looked up at the target in each layer below it."""
-        target = redirect if redirect.startswith("/") else _p.join(_p.split(cpath)[0], redirect)
-        out: list[StackItem] = []
-        for j in range(i + 1, len(self.lowers)):
-            e = self.lowers[j].lookup(target)
-            if e is None:
-                continue
-            if e.kind is not Kind.DIR:
-                break
-            out.append((j, target, e))
-            if e.opaque:
-                break
-            if e.redirect:
-                target = e.redirect if e.redirect.startswith("/") else _p.join(
-                    _p.split(target)[0], e.redirect)
+                return out + redirect_stack(self.lowers, i, cpath, e.redirect)
         return out
 
     def lookup(self, path: str) -> Entry | None:

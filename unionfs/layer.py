@@ -19,7 +19,7 @@ import os
 import stat as _stat
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import BinaryIO, Protocol, runtime_checkable
 
 from . import whiteout as _wh
@@ -92,6 +92,30 @@ def walk_layer(layer: Layer, top: str = "/") -> Iterator[tuple[str, Entry]]:
 # =========================================================================== implementations
 
 _COPY_CHUNK = 1 << 24
+
+
+def redirect_stack(lowers: Sequence[Layer], i: int, cpath: str,
+                   redirect: str) -> list[tuple[int, str, Entry]]:
+    """The directories merged under layer ``i``'s directory ``cpath`` that carries
+    ``overlay.redirect``: ``(layer index, path in that layer, entry)`` found at the redirect
+    target in each layer below ``i`` (a relative target is a sibling of ``cpath``), until an
+    opaque directory or a non-directory; a further redirect moves the target, as the kernel
+    does."""
+    target = redirect if redirect.startswith("/") else join(split(cpath)[0], redirect)
+    out: list[tuple[int, str, Entry]] = []
+    for j in range(i + 1, len(lowers)):
+        e = lowers[j].lookup(target)
+        if e is None:
+            continue
+        if e.kind is not Kind.DIR:
+            break
+        out.append((j, target, e))
+        if e.opaque:
+            break
+        if e.redirect:
+            target = e.redirect if e.redirect.startswith("/") else join(split(target)[0],
+                                                                          e.redirect)
+    return out
 
 
 def _now() -> int:

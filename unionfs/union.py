@@ -43,7 +43,7 @@ from .errors import (
     UnionFSError,
     from_errno,
 )
-from .layer import Layer
+from .layer import Layer, redirect_stack
 from .trace import Event, EventKind, Tracer
 
 RENAME_NOREPLACE = 1
@@ -321,13 +321,13 @@ class _LowerView:
                         not items[0][2].metacopy:
                     out[name] = _LNode(items)  # one plain object: nothing to merge
                     continue
-                stack = self._stack(items, _p.join(path, name))
+                stack = self._stack(items)
                 if stack:
                     out[name] = _LNode(stack)
             node.children = out
             return out
 
-    def _stack(self, items: list[tuple[int, str, Entry]], upath: str) -> list:
+    def _stack(self, items: list[tuple[int, str, Entry]]) -> list:
         stack: list[tuple[int, str, Entry]] = []
         k = 0
         while k < len(items):
@@ -341,7 +341,7 @@ class _LowerView:
                     if e.opaque:
                         return stack
                     if e.redirect:
-                        return stack + self._redirected(i, cpath, e.redirect, upath)
+                        return stack + redirect_stack(self.lowers, i, cpath, e.redirect)
                     continue
                 if e.kind is Kind.FILE and e.metacopy:
                     continue
@@ -354,7 +354,7 @@ class _LowerView:
                 if e.opaque:
                     return stack
                 if e.redirect:
-                    return stack + self._redirected(i, cpath, e.redirect, upath)
+                    return stack + redirect_stack(self.lowers, i, cpath, e.redirect)
             else:  # a metacopy file: find the layer holding its data
                 if e.kind is Kind.FILE:
                     stack.append((i, cpath, e))
@@ -363,26 +363,6 @@ class _LowerView:
                 else:
                     return stack
         return stack
-
-    def _redirected(self, i: int, cpath: str, redirect: str, upath: str) -> list:
-        """Directories merged under a lower directory carrying a redirect: looked up at the
-        redirect target in each layer below ``i``, as the kernel does."""
-        target = redirect if redirect.startswith("/") else _p.join(_p.split(cpath)[0],
-                                                                     redirect)
-        out: list[tuple[int, str, Entry]] = []
-        for j in range(i + 1, len(self.lowers)):
-            e = self.lowers[j].lookup(target)
-            if e is None:
-                continue
-            if e.kind is not Kind.DIR:
-                break
-            out.append((j, target, e))
-            if e.opaque:
-                break
-            if e.redirect:
-                target = e.redirect if e.redirect.startswith("/") else _p.join(
-                    _p.split(target)[0], e.redirect)
-        return out
 
 
 class _Node:
