@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from conftest import need_fuse
+from tests.conftest import need_fuse
 from test_container import make_image
 
 from imagesim.container import ContainerError, ContainerStore, CreateOptions, mount_view

@@ -14,7 +14,7 @@ import urllib.request
 
 import pytest
 from click.testing import CliRunner
-from conftest import need_tool
+from tests.conftest import need_tool
 
 from imagesim.cli import main
 from imagesim.container import ContainerStore, CreateOptions

@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 
 import pytest
-from conftest import need_kernel_overlay
+from tests.conftest import need_kernel_overlay
 from hypothesis import given
 from hypothesis import strategies as st
 
