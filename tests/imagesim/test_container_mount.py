@@ -6,11 +6,11 @@ from __future__ import annotations
 import os
 
 import pytest
-from tests.conftest import need_fuse
 from test_container import make_image
 
 from imagesim.container import ContainerError, ContainerStore, CreateOptions, mount_view
 from imagesim.store import Store
+from tests.conftest import need_fuse
 from unionfs import mount as _m
 
 

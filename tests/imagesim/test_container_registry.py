@@ -14,11 +14,11 @@ import urllib.request
 
 import pytest
 from click.testing import CliRunner
-from tests.conftest import need_tool
 
 from imagesim.cli import main
 from imagesim.container import ContainerStore, CreateOptions
 from imagesim.store import Store
+from tests.conftest import need_tool
 from tests.interop.tls_pki import make_pki
 
 

@@ -16,10 +16,10 @@ import subprocess
 import tempfile
 
 import pytest
-from tests.conftest import need_kernel_overlay
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.conftest import need_kernel_overlay
 from unionfs import whiteout as wh
 from unionfs.diff import LowerProbe, changes, probe_layer, upper_changes
 from unionfs.entry import Change, ChangeKind, Kind
