@@ -21,22 +21,21 @@ def _g(value: float, precision: int) -> str:
 def human_size(size: float, precision: int = 3) -> str:
     """Docker's size text: ``HumanSizeWithPrecision(size, precision)`` (``docker images``,
     ``history`` and ``ps -s`` use 3; ``system df`` uses 4)."""
-    size = float(size)
-    i = 0
-    while size >= 1000.0 and i < len(_UNITS) - 1:
-        size /= 1000.0
-        i += 1
-    return f"{_g(size, precision)}{_UNITS[i]}"
+    return _scaled(size, 1000.0, _UNITS, precision)
 
 
 def bytes_size(size: float) -> str:
     """Binary units (``1.5MiB``): docker's ``BytesSize``, used in progress lines."""
+    return _scaled(size, 1024.0, _BINARY_UNITS, 4)
+
+
+def _scaled(size: float, step: float, units: tuple[str, ...], precision: int) -> str:
     size = float(size)
     i = 0
-    while size >= 1024.0 and i < len(_BINARY_UNITS) - 1:
-        size /= 1024.0
+    while size >= step and i < len(units) - 1:
+        size /= step
         i += 1
-    return f"{_g(size, 4)}{_BINARY_UNITS[i]}"
+    return f"{_g(size, precision)}{units[i]}"
 
 
 def human_duration(seconds: float) -> str:
