@@ -151,6 +151,9 @@ class HostFile(io.FileIO):
         os.fdatasync(self.fileno())
 
 
+RENAME_NOREPLACE = 1  # renameat2(2) flag, as union.RENAME_NOREPLACE
+
+
 def _renameat2(olddirfd: int, old: str, newdirfd: int, new: str, flags: int) -> None:
     """``renameat2(2)`` (RENAME_NOREPLACE / RENAME_EXCHANGE), which ``os`` does not offer."""
     import ctypes
@@ -872,6 +875,13 @@ class MountTable:
             dst_st = dmount.fs.lstat(dsub)
         except FileNotFoundError:
             dst_st = None
+        if dst_st is not None and flags & RENAME_NOREPLACE:
+            raise from_errno(errno.EEXIST, dst)
+        if dst_st is not None and smount is dmount and \
+                (sst.st_dev, sst.st_ino) == (dst_st.st_dev, dst_st.st_ino):
+            # one inode under both names (the same path, or two hard links): the kernel's
+            # vfs_rename returns 0 and does nothing, before its mount point checks
+            return
         if dst_st is not None and sfull != dfull:
             if _stat.S_ISDIR(sst.st_mode) and not _stat.S_ISDIR(dst_st.st_mode):
                 raise NotADir(dst)

@@ -177,6 +177,18 @@ def test_boundaries_exdev_and_ebusy(view):
     assert sorted(view.listdir("/data")) == ["w.txt"]
 
 
+def test_rename_onto_the_same_inode_does_nothing(tree, view):
+    # vfs_rename returns 0 for one inode under both names before its mount point check
+    view.rename("/data", "/data")
+    view.rename("/etc/redis.conf", "/etc/redis.conf")
+    view.link("/data/v.txt", "/data/v2.txt")
+    view.rename("/data/v.txt", "/data/v2.txt")
+    assert sorted(view.listdir("/data")) == ["v.txt", "v2.txt"]
+    # RENAME_NOREPLACE still refuses an existing target
+    assert _errno(view.rename, "/data", "/data", 1) == errno.EEXIST
+    assert _errno(view.rename, "/data/v.txt", "/data/v2.txt", 1) == errno.EEXIST
+
+
 def test_symlinks_resolve_across_mounts(tree, view):
     view.symlink("/data/v.txt", "/etc/link-into-volume")
     assert view.open("/etc/link-into-volume").read() == b"volume file\n"
