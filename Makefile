@@ -23,7 +23,7 @@ demo: venv
 
 test: venv sysdeps
 	$(BIN)/ruff check unionfs imagesim tests benchmarks
-	$(BIN)/python -m pytest -n 2 --timeout=600 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 --timeout=600 --durations=20 $(PYTEST_ARGS)
 
 lint: venv
 	$(BIN)/ruff check unionfs imagesim tests benchmarks
