@@ -83,7 +83,10 @@ def bench_mount_like(root: str, layer_dirs: list[str], cache: str, plain: str,
       FUSE readdir returns), cold then warm, against ``os.scandir``;
     - creates: a negative lookup, an exclusive create, a stat, a 9-byte write and a close
       per file (FUSE LOOKUP + CREATE + GETATTR + WRITE + RELEASE), 1000 per new directory,
-      against ``open``/``write``/``close`` in a copy of the tree.
+      against ``open``/``write``/``close`` in a copy of the tree;
+    - small copy-ups: a stat, an open for writing (the copy-up), a 1-byte write and a close
+      of up to 500 lower files, against the least a durable, atomic copy takes with ``os``
+      (create a temporary, ``copy_file_range``, ``fsync``, ``rename``, then the write).
     Figures are operations per second; ratios are engine rate / os rate (higher is
     better, 1.0 = as fast as the plain directory)."""
     import stat as st_mod
@@ -175,6 +178,40 @@ def bench_mount_like(root: str, layer_dirs: list[str], cache: str, plain: str,
     t_os = timed(os_create)
     out["create_per_s"] = rate(creates, t)
     out["create_ratio"] = round(t_os / t, 2)
+
+    files = [p for p in paths if p.count("/") == 2]
+    targets = files[1::max(1, len(files) // 500)][:500]
+    fs = fresh()
+
+    def engine_copy_up() -> None:
+        for p in targets:
+            fs.lstat(p)
+            f = fs.open(p, os.O_WRONLY)
+            f.pwrite(b"+", 0)
+            f.close()
+
+    dest = tempfile.mkdtemp(dir=root, prefix="plain-copy-")
+
+    def os_copy_up() -> None:
+        for k, p in enumerate(targets):
+            src = plain + p
+            os.lstat(src)
+            tmp, dst = os.path.join(dest, f"t{k}"), os.path.join(dest, f"f{k}")
+            fi = os.open(src, os.O_RDONLY)
+            fo = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            os.copy_file_range(fi, fo, os.fstat(fi).st_size)
+            os.fsync(fo)
+            os.close(fo)
+            os.close(fi)
+            os.rename(tmp, dst)
+            fd = os.open(dst, os.O_WRONLY)
+            os.pwrite(fd, b"+", 0)
+            os.close(fd)
+
+    t = timed(engine_copy_up)
+    t_os = timed(os_copy_up)
+    out["copyup_small_per_s"] = rate(len(targets), t)
+    out["copyup_small_ratio"] = round(t_os / t, 2)
     return out
 
 
@@ -342,13 +379,14 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['stat_cold_s']:>12} {r['index_open_s']:>13}")
     print("(ratios: engine time / os time on the plain merged directory; lower is better)")
     print(f"\n{'layers':>6} {'cold lookup/s':>14} {'readdir cold/s':>15} {'readdir warm/s':>15} "
-          f"{'creates/s':>10}   (FUSE-like calls on a fresh union; [rate ratio to os, "
-          "higher is better])")
+          f"{'creates/s':>13} {'copy-ups/s':>13}   (FUSE-like calls on a fresh union; "
+          "[rate ratio to os, higher is better])")
     for r in stacks:
         print(f"{r['layers']:>6} {r['cold_lookup_per_s']:>9.0f} [{r['cold_lookup_ratio']:>4}]"
               f" {r['readdir_cold_entries_per_s']:>9.0f} [{r['readdir_cold_ratio']:>4}]"
               f" {r['readdir_warm_entries_per_s']:>9.0f} [{r['readdir_warm_ratio']:>4}]"
-              f" {r['create_per_s']:>6.0f} [{r['create_ratio']:>4}]")
+              f" {r['create_per_s']:>6.0f} [{r['create_ratio']:>4}]"
+              f" {r['copyup_small_per_s']:>6.0f} [{r['copyup_small_ratio']:>4}]")
     print(f"load average at the end: {os.getloadavg()[0]:.2f} (figures from a loaded machine "
           "are not comparable)")
     print(f"index of {index['entries']} entries: scan {index['scan_no_cache_s']} s, "

@@ -19,7 +19,7 @@ import os
 import stat as _stat
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import BinaryIO, Protocol, runtime_checkable
 
 from . import whiteout as _wh
@@ -566,6 +566,10 @@ def _fill_memory(node: _MNode, source: Layer, source_path: str) -> None:
 # nlink, rdev, ino, target, xattrs, opaque, redirect, metacopy, origin_ino
 _KINDS = list(Kind)
 _KIND_CODE = {k: i for i, k in enumerate(_KINDS)}
+#: positions in a packed index record (``_pack``): the layer's inode number, metacopy mark
+R_INO, R_METACOPY = 10, 15
+#: the kinds by their code in a packed record (``record[0]``)
+RECORD_KINDS: tuple[Kind, ...] = tuple(_KINDS)
 _INDEX_VERSION = 2
 #: layers with fewer entries than this are indexed by a walk every time, never cached (a
 #: stack of many small layers adds up at every mount: 128 layers of 160 files took seconds)
@@ -624,6 +628,7 @@ class DirLayer:
         self.writable = writable
         self._fmt = fmt
         self._workdir = os.fspath(workdir) if workdir is not None else None
+        self._workdir_made = False
         self._lock = threading.RLock()
         self._tmp_seq = 0
         self._raw: dict[str, list] | None = None
@@ -656,11 +661,14 @@ class DirLayer:
         if self._workdir is None:
             parent, base = os.path.split(self.root)
             self._workdir = os.path.join(parent, f".{base}.unionfs-work")
-        os.makedirs(self._workdir, exist_ok=True)
+        if not self._workdir_made:  # (three host calls a copy-up need not repeat)
+            os.makedirs(self._workdir, exist_ok=True)
+            self._workdir_made = True
         return self._workdir
 
     def set_workdir(self, workdir: str | os.PathLike) -> None:
         self._workdir = os.fspath(workdir)
+        self._workdir_made = False
 
     def _host(self, path: str) -> str:
         return self.root if path == "/" else self.root + path
@@ -715,8 +723,10 @@ class DirLayer:
             if blob is None:
                 return
             names = []
+            raw = self._raw
+            prefix = "/" if path == "/" else path + "/"
             for name, rec in msgpack.unpackb(blob, raw=False, use_list=True):
-                self._raw[join(path, name)] = rec  # type: ignore[index]
+                raw[prefix + name] = rec  # type: ignore[index]
                 names.append(name)
             self._children[path] = names  # type: ignore[index]
 
@@ -802,6 +812,34 @@ class DirLayer:
         opaque = _stat.S_ISDIR(st.st_mode) and _wh.dir_has_opaque_marker(host)
         return _entry_from_stat(st, host, xattrs, marks, opaque)
 
+    def refresh(self, path: str, previous: Entry) -> Entry | None:
+        """``lookup(path)`` for a caller that had ``previous`` (a directory, or a regular
+        file with one link) from this layer and has made every change since, but for what
+        a host ``stat`` shows (times, size, link count: entries made or removed inside a
+        directory, data written through an open descriptor): while the host object is
+        still that inode and kind, only its ``stat`` is read again (one host call instead
+        of the three to five of a full lookup); its xattrs and overlay marks are
+        ``previous``'s. Otherwise, a full ``lookup``. (The union engine keeps this promise:
+        the upper changes only through it.) A file with user-visible xattrs or several
+        links is always looked up in full: the kernel drops ``security.capability`` by
+        itself when such a file is written, and another name may have changed it."""
+        kind = previous.kind
+        if self._raw is not None or not (
+                kind is Kind.DIR or (kind is Kind.FILE and previous.nlink == 1
+                                     and not previous.xattrs)):
+            return self.lookup(path)
+        try:
+            st = os.lstat(self._host(path))
+        except OSError:
+            return self.lookup(path)
+        if st.st_ino != previous.ino or _KIND_OF_FMT.get(_stat.S_IFMT(st.st_mode)) is not kind \
+                or (kind is Kind.FILE and st.st_nlink != 1):
+            return self.lookup(path)
+        return Entry(kind, _stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_size,
+                     st.st_atime_ns, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink, st.st_rdev,
+                     st.st_ino, None, previous.xattrs, previous.opaque, previous.redirect,
+                     previous.metacopy, previous.origin_ino)
+
     def entries(self, path: str) -> list[tuple[str, Entry]]:
         """``(name, lookup(path/name))`` for every name of ``listdir(path)``, in one call
         (the union merges a lower directory this way: no per-name call overhead).
@@ -828,6 +866,30 @@ class DirLayer:
                     continue
                 e = cache[p] = _unpack(rec)
             out.append((name, e))
+        return out
+
+    def records(self, path: str) -> list[tuple[str, list]] | None:
+        """``(name, packed record)`` for every name of the directory ``path`` of an indexed
+        layer, or None (not indexed, or no such directory: ask ``entries``). A record is
+        ``[kind code, mode, uid, gid, size, atime_ns, mtime_ns, ctime_ns, nlink, rdev, ino,
+        target, xattrs, opaque, redirect, metacopy, origin_ino]`` (a whiteout: the kind code
+        alone; ``RECORD_KINDS``, ``R_INO``, ``R_METACOPY`` read it): the union makes a plain
+        file's answers from it without an ``Entry``. The lists are the index's own: never
+        change them."""
+        if self._children is None:
+            return None
+        if self._blobs and path in self._blobs:
+            self._load_dir(path)
+        names = self._children.get(path)
+        if names is None:
+            return None
+        prefix = "/" if path == "/" else path + "/"
+        raw = self._raw
+        out = []
+        for name in names:
+            rec = raw.get(prefix + name)  # type: ignore[union-attr]
+            if rec is not None:
+                out.append((name, rec))
         return out
 
     def listdir(self, path: str) -> list[str]:
@@ -913,7 +975,11 @@ class DirLayer:
         self._call(path, os.chmod, host, mode & 0o7777)
 
     def open_write(self, path: str, *, create: bool = False, truncate: bool = False,
-                   mode: int = 0o644, append: bool = False, readable: bool = True) -> BinaryIO:
+                   mode: int = 0o644, append: bool = False, readable: bool = True,
+                   known_absent: bool = False) -> BinaryIO:
+        """``WritableLayer.open_write``; ``known_absent``: the caller has just looked
+        ``path`` up here and found nothing, no whiteout either (skips the check for an OCI
+        ``.wh.`` marker after the create)."""
         from .upper import HostFile
 
         host = self._host(path)
@@ -931,7 +997,7 @@ class DirLayer:
                     created = True
                 except FileExistsError:
                     fd = os.open(host, flags)
-                if created and self._oci_whiteout_at(path):
+                if created and not known_absent and self._oci_whiteout_at(path):
                     # a ".wh.NAME" marker means NAME is whited out here: refuse, as lookup
                     # would have reported it
                     os.close(fd)
@@ -961,16 +1027,21 @@ class DirLayer:
 
     def copy_up(self, path: str, entry: Entry, source: Layer | None, source_path: str,
                 *, data: bool = True, metacopy: bool = False, origin_ino: int | None = None,
-                xattrs: bool = True, fsync: bool = True) -> None:
+                xattrs: bool = True, fsync: bool = True, known_absent: bool = False) -> bool:
         """Create ``path`` as a copy of ``entry`` through a temporary in the work directory:
         data (``copy_file_range``, falling back to ``sendfile``; never whole in memory),
         owner, mode, xattrs, times and the private origin mark are all set on the temporary,
         which is then renamed into place, so no partial object is ever visible at ``path``.
         ``metacopy=True`` makes a metadata-only file (right size, data left below);
         ``data=False`` without it an empty file. ``fsync=False`` skips the flush to disk
-        (the kernel's ``volatile`` option): still atomic, no longer durable."""
-        self._check_absent(path)
+        (the kernel's ``volatile`` option): still atomic, no longer durable.
+        ``known_absent``: the caller has just looked ``path`` up here and found nothing (skips
+        the EEXIST check). Returns True when ``origin_ino`` was recorded on the copy (False:
+        not asked, or the host refused the xattr)."""
+        if not known_absent:
+            self._check_absent(path)
         tmp = self._tempname("copyup")
+        recorded = False
         try:
             if entry.kind is Kind.DIR:
                 os.mkdir(tmp, 0o700)
@@ -980,8 +1051,10 @@ class DirLayer:
                     if metacopy:
                         os.ftruncate(fd, entry.size)
                     elif data and source is not None:
-                        _copy_data(fd, source, source_path, entry.size)
-                    if fsync:  # durable before it becomes visible (kernel: unless volatile)
+                        # durable before it becomes visible (kernel: unless volatile)
+                        _copy_data(fd, source, source_path, entry.size, flush=fsync)
+                        fsync = False
+                    if fsync:
                         os.fsync(fd)
                 finally:
                     os.close(fd)
@@ -996,7 +1069,7 @@ class DirLayer:
                                     follow_symlinks=False)
             fmt = self.format
             if origin_ino is not None:
-                self._record_origin(tmp, origin_ino)
+                recorded = self._record_origin(tmp, origin_ino)
             if fmt.xattr_prefix is not None and entry.kind is Kind.FILE and metacopy:
                 _wh.write_metacopy(tmp, True, fmt)
             os.chown(tmp, entry.uid, entry.gid, follow_symlinks=False)
@@ -1010,6 +1083,7 @@ class DirLayer:
         except BaseException:
             _remove_quietly(tmp)
             raise
+        return recorded
 
     def fill_data(self, path: str, source: Layer, source_path: str, *,
                   fsync: bool = True) -> None:
@@ -1020,9 +1094,7 @@ class DirLayer:
         except OSError as e:
             raise from_oserror(e, path) from None
         try:
-            _copy_data(fd, source, source_path, 0)
-            if fsync:
-                os.fsync(fd)
+            _copy_data(fd, source, source_path, 0, flush=fsync)
         except OSError as e:
             raise from_oserror(e, path) from None
         finally:
@@ -1070,9 +1142,11 @@ class DirLayer:
         """Swap the objects at ``a`` and ``b`` (``renameat2(RENAME_EXCHANGE)``)."""
         _renameat2(self._host(a), self._host(b), 2, a)
 
-    def whiteout(self, path: str) -> None:
+    def whiteout(self, path: str, *, known_absent: bool = False) -> None:
+        """``WritableLayer.whiteout``; ``known_absent``: the caller has just looked
+        ``path`` up here and found nothing, no whiteout either (skips the probes)."""
         head, name = split(path)
-        _wh.write_whiteout(self._host(head), name, self.format)
+        _wh.write_whiteout(self._host(head), name, self.format, known_absent=known_absent)
 
     def set_opaque(self, path: str, opaque: bool = True) -> None:
         _wh.write_opaque(self._host(path), self.format, opaque)
@@ -1089,16 +1163,21 @@ class DirLayer:
         """Record the union inode number ``path`` had before copy-up (a private xattr)."""
         self._record_origin(self._host(path), ino)
 
-    def _record_origin(self, host: str, ino: int | None) -> None:
+    def _record_origin(self, host: str, ino: int | None) -> bool:
+        """Record (or with None, drop) the origin inode number on ``host``; False when the
+        host refused."""
         # the OCI format is for places without overlay xattrs; try the namespace this process
         # may write anyway, and live without the record (inode numbers then hold for one
         # mount only) where there is none
         fmt = self.format
         if fmt.xattr_prefix is None:
             fmt = _wh.Format.OVERLAY if os.geteuid() == 0 else _wh.Format.USER
-        with contextlib.suppress(OSError):
+        try:
             _wh.write_private(host, _wh.INO_SUFFIX, None if ino is None else str(ino).encode(),
                               fmt)
+        except OSError:
+            return False
+        return True
 
     def chmod(self, path: str, mode: int) -> None:
         self._call(path, os.chmod, self._host(path), mode & 0o7777)
@@ -1285,29 +1364,42 @@ def _remove_quietly(path: str) -> None:
         pass
 
 
-def _copy_data(fd_out: int, source: Layer, source_path: str, size: int) -> None:
+def _copy_data(fd_out: int, source: Layer, source_path: str, size: int, *,
+               flush: bool = False) -> None:
     """Copy a regular file's data into ``fd_out`` without holding it in memory:
     ``copy_file_range`` (reflink/server-side where the filesystem can), else ``sendfile``,
-    else a chunked stream for layers that are not on disk."""
+    else a chunked stream for layers that are not on disk.
+
+    ``flush=True`` makes the data durable (``fsync``) before returning. A large file is
+    then copied in chunks whose writeback starts as soon as each is copied
+    (``sync_file_range``), so the disk writes run while the next chunks are copied instead
+    of all at the end, and dirty memory stays bounded to a few chunks; the final ``fsync``
+    only has the metadata and the last chunk left to wait for."""
     host = source.host_path(source_path)
     if host is None:
         with source.open_read(source_path) as f:
             while True:
                 chunk = f.read(_COPY_CHUNK)
                 if not chunk:
-                    return
+                    break
                 os.write(fd_out, chunk)
+        if flush:
+            os.fsync(fd_out)
+        return
     fd_in = os.open(host, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
         total = os.fstat(fd_in).st_size
+        # without a flush one call copies everything; with one, chunks to overlap with
+        step = _FLUSH_CHUNK if flush and total > _FLUSH_CHUNK else 1 << 30
+        pending: list[tuple[int, int]] = []  # chunks whose writeback was started
         done = 0
         use_cfr = hasattr(os, "copy_file_range")
         while done < total:
             n = 0
+            want = min(total - done, step)
             if use_cfr:
                 try:
-                    n = os.copy_file_range(fd_in, fd_out, min(total - done, 1 << 30), done,
-                                           done)
+                    n = os.copy_file_range(fd_in, fd_out, want, done, done)
                 except OSError as e:
                     if e.errno not in (_errno.EXDEV, _errno.ENOSYS, _errno.EINVAL,
                                        _errno.EOPNOTSUPP):
@@ -1316,12 +1408,62 @@ def _copy_data(fd_out: int, source: Layer, source_path: str, size: int) -> None:
                     continue
             else:
                 os.lseek(fd_out, done, os.SEEK_SET)
-                n = os.sendfile(fd_out, fd_in, done, min(total - done, 1 << 30))
+                n = os.sendfile(fd_out, fd_in, done, want)
             if n == 0:
                 break
+            if step != 1 << 30:
+                pending.append((done, n))
+                _start_writeback(fd_out, pending)
             done += n
     finally:
         os.close(fd_in)
+    if flush:
+        os.fsync(fd_out)
+
+
+#: chunk of a flushed copy: its writeback starts once it is copied
+_FLUSH_CHUNK = 4 << 20
+#: chunks written back but not yet waited for, at most (bounds the dirty memory of a copy;
+#: 16 x 4 MiB measured fastest for a 256 MiB copy-up here: 0.17-0.19 s against 0.27-0.35 s
+#: for one copy and a final fsync)
+_FLUSH_WINDOW = 16
+# sync_file_range(2) flags (linux/fs.h); Python's os module has no binding for it
+_SFR_WAIT_BEFORE, _SFR_WRITE, _SFR_WAIT_AFTER = 1, 2, 4
+_sync_file_range: Callable[[int, int, int, int], int] | bool | None = False
+
+
+def _writeback_call() -> Callable[[int, int, int, int], int] | None:
+    """libc's ``sync_file_range``, looked up once; None where there is none."""
+    global _sync_file_range
+    if _sync_file_range is False:
+        fn = None
+        try:
+            import ctypes
+
+            fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+            fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+            fn.restype = ctypes.c_int
+        except (OSError, AttributeError):
+            fn = None
+        _sync_file_range = fn
+    return _sync_file_range  # type: ignore[return-value]
+
+
+def _start_writeback(fd: int, pending: list[tuple[int, int]]) -> None:
+    """Start writing the newest chunk of ``pending`` to disk and wait for the oldest ones
+    beyond the window. Only a hint for speed: the caller's ``fsync`` is what makes the data
+    durable, so a failure here (or no ``sync_file_range``) loses nothing."""
+    sfr = _writeback_call()
+    if sfr is None:
+        pending.clear()
+        return
+    off, n = pending[-1]
+    if sfr(fd, off, n, _SFR_WRITE) != 0:
+        pending.clear()
+        return
+    while len(pending) > _FLUSH_WINDOW:
+        off, n = pending.pop(0)
+        sfr(fd, off, n, _SFR_WAIT_BEFORE | _SFR_WRITE | _SFR_WAIT_AFTER)
 
 
 def _renameat2(src: str, dst: str, flags: int, path: str) -> None:

@@ -43,7 +43,10 @@ from .errors import (
     UnionFSError,
     from_errno,
 )
-from .layer import Layer, redirect_stack
+from .layer import R_INO as _R_INO
+from .layer import R_METACOPY as _R_METACOPY
+from .layer import RECORD_KINDS as _RECORD_KINDS
+from .layer import DirLayer, Layer, redirect_stack
 from .trace import Event, EventKind, Tracer
 
 RENAME_NOREPLACE = 1
@@ -55,6 +58,9 @@ _MISS = object()
 _S_IFMT = {k: k.s_ifmt for k in Kind}
 #: kinds whose lower stack is the object alone when no other layer has the name
 _SIMPLE_KINDS = frozenset(k for k in Kind if k not in (Kind.DIR, Kind.WHITEOUT))
+#: the same by record code (``DirLayer.records``), and each code's ``S_IFMT`` bits
+_SIMPLE_CODES = tuple(k in _SIMPLE_KINDS for k in _RECORD_KINDS)
+_IFMT_OF_CODE = tuple(k.s_ifmt for k in _RECORD_KINDS)
 
 
 def _normalize(path: Any) -> str:
@@ -95,18 +101,28 @@ def _changing(fn):
 
 #: the upper's write methods: name -> which arguments are union paths it changes, and
 #: whether the change can alter what lies *below* that path (a directory removed, moved,
-#: made opaque or redirected), which drops every cached answer under it as well
+#: made opaque or redirected), which drops every cached answer under it as well; "attrs":
+#: only attributes a host ``stat`` shows changed (so ``_ufiles`` may keep the path)
 _WRITES: dict[str, tuple[tuple[int, ...], str]] = {
     "mkdir": ((0,), "path"), "open_write": ((0,), "path"), "copy_in": ((0,), "path"),
     "copy_up": ((0,), "path"), "fill_data": ((0,), "path"), "symlink": ((0,), "path"),
     "link": ((0, 1), "path"), "mknod": ((0,), "path"), "whiteout": ((0,), "path"),
-    "set_metacopy": ((0,), "path"), "set_origin": ((0,), "path"), "chmod": ((0,), "path"),
-    "chown": ((0,), "path"), "utime": ((0,), "times"), "truncate": ((0,), "path"),
+    "set_metacopy": ((0,), "path"), "set_origin": ((0,), "path"), "chmod": ((0,), "attrs"),
+    "chown": ((0,), "attrs"), "utime": ((0,), "times"), "truncate": ((0,), "attrs"),
     "setxattr": ((0,), "path"), "removexattr": ((0,), "path"),
     "remove": ((0,), "dir?"), "rename": ((0, 1), "dir?"), "exchange": ((0, 1), "tree"),
     "set_opaque": ((0,), "tree"), "set_redirect": ((0,), "tree"),
     "index_store": ((1,), "all"), "index_link": ((1,), "all"), "index_set_count": ((), "all"),
     "index_set_nlink_record": ((), "all"),
+}
+
+
+#: the upper's write methods that add or remove names: which arguments' names are gone
+#: and which are there once the method returned (``UnionFS._complete``)
+_NAMES: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
+    "mkdir": ((), (0,)), "open_write": ((), (0,)), "copy_in": ((), (0,)),
+    "copy_up": ((), (0,)), "symlink": ((), (0,)), "link": ((), (1,)), "mknod": ((), (0,)),
+    "whiteout": ((), (0,)), "remove": ((0,), ()), "rename": ((0,), (1,)),
 }
 
 
@@ -122,20 +138,27 @@ class _TrackedUpper:
         for name, (where, scope) in _WRITES.items():
             method = getattr(layer, name, None)
             if method is not None:
-                setattr(self, name, self._wrap(method, where, scope, fs))
+                setattr(self, name, self._wrap(name, method, where, scope, fs))
 
     @staticmethod
-    def _wrap(method: Callable, where: tuple[int, ...], scope: str, fs: UnionFS) -> Callable:
+    def _wrap(name: str, method: Callable, where: tuple[int, ...], scope: str,
+              fs: UnionFS) -> Callable:
         lookup = fs.upper.lookup
+        names = _NAMES.get(name)
 
         def write(*args: Any, **kwargs: Any) -> Any:
             paths = [args[k] for k in where if k < len(args)]
             tree = scope == "tree"
             if scope == "dir?":  # a removed or moved directory takes its subtree along
-                e = lookup(paths[0])
-                tree = e is not None and e.kind is Kind.DIR
+                e = fs._known_upper(paths[0])
+                if e is _MISS:
+                    e = lookup(paths[0])
+                tree = e is not None and e.kind is Kind.DIR  # type: ignore[union-attr]
+            ok = False
             try:
-                return method(*args, **kwargs)
+                result = method(*args, **kwargs)
+                ok = True
+                return result
             finally:
                 if scope == "all":
                     fs._clear_caches()
@@ -143,7 +166,9 @@ class _TrackedUpper:
                     fs._retimed(paths[0])
                 else:
                     for p in paths:
-                        fs._forget(p, tree)
+                        fs._forget(p, tree, scope == "attrs")
+                if names is not None:
+                    fs._names_changed(name, names, args, ok)
 
         return write
 
@@ -238,24 +263,80 @@ class Provenance:
 class _LNode:
     """A resolved object of the lower view: ``stack`` holds ``(layer index, layer path,
     entry)`` top-down: the visible object first, then the directories merged under it (or,
-    for a metacopy file, the layer holding its data)."""
+    for a metacopy file, the layer holding its data).
 
-    __slots__ = ("children", "listing", "stack")
+    A plain object of one layer (the common case: a file no other layer has) can be made
+    from its layer's packed index record alone (``lazy``): its kind, number and ``stat``
+    come from the record, and the ``Entry`` is asked of the layer only when something needs
+    it. The lowers never change, so ``st`` keeps its ``stat`` once made."""
+
+    __slots__ = ("_stack", "children", "is_dir", "kind", "listing", "rec", "src", "st")
 
     def __init__(self, stack: list[tuple[int, str, Entry]]) -> None:
-        self.stack = stack
+        self._stack: list[tuple[int, str, Entry]] | None = stack
+        self.kind: Kind = stack[0][2].kind
+        self.is_dir = self.kind is Kind.DIR
         self.children: dict[str, _LNode] | None = None
         #: ``(name, type bits, union inode number)`` of the merged children, sorted by
         #: name (``UnionFS.listdir_types``); built once, the lowers never change
         self.listing: list[tuple[str, int, int]] | None = None
+        #: a lazy node's packed record and ``(layer, layer index, layer path)``
+        self.rec: list | None = None
+        self.src: tuple[Layer, int, str] | None = None
+        self.st: os.stat_result | None = None
+
+    @classmethod
+    def lazy(cls, layer: Layer, i: int, lpath: str, rec: list) -> _LNode:
+        """A plain non-directory of layer ``i`` known by its index record ``rec``."""
+        n = cls.__new__(cls)
+        n._stack = None
+        n.kind = _RECORD_KINDS[rec[0]]
+        n.is_dir = False
+        n.children = n.listing = n.st = None
+        n.rec = rec
+        n.src = (layer, i, lpath)
+        return n
+
+    @property
+    def stack(self) -> list[tuple[int, str, Entry]]:
+        s = self._stack
+        if s is None:
+            layer, i, lpath = self.src  # type: ignore[misc]
+            e = layer.lookup(lpath)
+            assert e is not None, lpath  # an indexed layer never changes
+            s = self._stack = [(i, lpath, e)]
+        return s
 
     @property
     def top(self) -> Entry:
         return self.stack[0][2]
 
-    @property
-    def is_dir(self) -> bool:
-        return self.stack[0][2].kind is Kind.DIR
+    def ino(self) -> int:
+        """The union inode number of the visible object."""
+        if self.rec is not None:
+            return _compose_ino(self.src[1] + 1, self.rec[_R_INO])  # type: ignore[index]
+        i, _, e = self._stack[0]  # type: ignore[index]
+        return _compose_ino(i + 1, e.ino)
+
+    def make_stat(self, dev: int) -> os.stat_result:
+        """``stat`` of the object seen through the lower view alone (no upper part)."""
+        r = self.rec
+        if r is not None:
+            (code, mode, uid, gid, size, atime, mtime, ctime, nlink, rdev, ino) = r[:11]
+            ino = _compose_ino(self.src[1] + 1, ino)  # type: ignore[index]
+            mode |= _IFMT_OF_CODE[code]
+        else:
+            i, _lpath, e = self._stack[0]  # type: ignore[index]
+            ino = _compose_ino(i + 1, e.ino)
+            nlink = 1 if self.is_dir and len(self._stack) > 1 else e.nlink  # type: ignore[arg-type]
+            mode = _S_IFMT[e.kind] | (e.mode & 0o7777)
+            uid, gid, size, rdev = e.uid, e.gid, e.size, e.rdev
+            atime, mtime, ctime = e.atime_ns, e.mtime_ns, e.ctime_ns
+        return os.stat_result((
+            mode, ino, dev, nlink, uid, gid, size,
+            atime // 1_000_000_000, mtime // 1_000_000_000, ctime // 1_000_000_000,
+            atime / 1e9, mtime / 1e9, ctime / 1e9, atime, mtime, ctime,
+            4096, (size + 511) // 512, rdev))
 
 
 class _LowerView:
@@ -296,32 +377,51 @@ class _LowerView:
         with self._lock:
             if node.children is not None:
                 return node.children
-            found: dict[str, list[tuple[int, str, Entry]]] = {}
+            # an item is (layer index, the directory's path there + "/", what the layer
+            # has: an Entry, or its packed index record (a list) where the layer gives
+            # those (DirLayer.records): no Entry is made for a plain file)
+            found: dict[str, tuple[int, str, Any]] = {}  # the first layer's item by name
+            more: dict[str, list[tuple[int, str, Any]]] = {}  # names in several layers
             for i, lpath, _e in node.stack:
                 layer = self.lowers[i]
                 prefix = "/" if lpath == "/" else lpath + "/"
-                bulk = getattr(layer, "entries", None)  # DirLayer: one call per directory
-                if bulk is not None:
-                    pairs = bulk(lpath)
-                else:
-                    lookup = layer.lookup
-                    pairs = [(n, e) for n in layer.listdir(lpath)
-                             if (e := lookup(prefix + n)) is not None]
-                for name, ce in pairs:
-                    cpath = prefix + name
-                    items = found.get(name)
-                    if items is None:
-                        found[name] = [(i, cpath, ce)]
+                packed = getattr(layer, "records", None)
+                pairs = packed(lpath) if packed is not None else None
+                if pairs is None:
+                    bulk = getattr(layer, "entries", None)  # DirLayer: one call per dir
+                    if bulk is not None:
+                        pairs = bulk(lpath)
                     else:
-                        items.append((i, cpath, ce))
+                        lookup = layer.lookup
+                        pairs = [(n, e) for n in layer.listdir(lpath)
+                                 if (e := lookup(prefix + n)) is not None]
+                for name, ce in pairs:
+                    prev = found.get(name)
+                    if prev is None:
+                        found[name] = (i, prefix, ce)
+                    else:
+                        items = more.get(name)
+                        if items is None:
+                            more[name] = [prev, (i, prefix, ce)]
+                        else:
+                            items.append((i, prefix, ce))
             out: dict[str, _LNode] = {}
-            simple = _SIMPLE_KINDS
-            for name, items in found.items():
-                if len(items) == 1 and items[0][2].kind in simple and \
-                        not items[0][2].metacopy:
-                    out[name] = _LNode(items)  # one plain object: nothing to merge
+            simple, simple_code = _SIMPLE_KINDS, _SIMPLE_CODES
+            lowers = self.lowers
+            for name, (i, prefix, ce) in found.items():
+                # the top-most layer's object is a plain one (no directory, whiteout or
+                # metacopy file): it hides whatever the layers below have, nothing to merge
+                if type(ce) is list:
+                    if simple_code[ce[0]] and not ce[_R_METACOPY]:
+                        out[name] = _LNode.lazy(lowers[i], i, prefix + name, ce)
+                        continue  # (no Entry needed)
+                elif ce.kind in simple and not ce.metacopy:
+                    out[name] = _LNode([(i, prefix + name, ce)])
                     continue
-                stack = self._stack(items)
+                layered = more[name] if more and name in more else [(i, prefix, ce)]
+                stack = self._stack([
+                    (j, pre + name, lowers[j].lookup(pre + name) if type(c) is list else c)
+                    for j, pre, c in layered])
                 if stack:
                     out[name] = _LNode(stack)
             node.children = out
@@ -390,11 +490,15 @@ class _Node:
 
     @property
     def kind(self) -> Kind:
-        return self.entry.kind
+        if self.upper is not None:
+            return self.upper.kind
+        if self.alias is not None:
+            return self.alias.kind
+        return self.lower.kind  # type: ignore[union-attr]
 
     @property
     def is_dir(self) -> bool:
-        return self.entry.kind is Kind.DIR
+        return self.kind is Kind.DIR
 
     @property
     def merged(self) -> bool:
@@ -621,6 +725,15 @@ class UnionFS:
         self._ino_map: dict[int, int] = {}
         self._tracer = Tracer()
         self._ucache: dict[str, Entry | None] = {}
+        #: upper regular files with one link, as last looked up: their next lookup reads
+        #: only the host stat (``DirLayer.refresh``), their xattrs and marks change only
+        #: through the engine (dropped by ``_forget`` with the rest)
+        self._ufiles: dict[str, Entry] = {}
+        self._refresh = getattr(upper, "refresh", None) if isinstance(upper, DirLayer) \
+            else None
+        #: the upper takes ``known_absent=`` (skip its own EEXIST/whiteout probe of a name
+        #: the engine has just looked up)
+        self._absent_kw = {"known_absent": True} if isinstance(upper, DirLayer) else {}
         #: stats of paths resolved without a symlink (dropped by path when the upper
         #: changes there) and of paths resolved through one (dropped on every change)
         self._stat_cache: dict[tuple[str, bool], os.stat_result] = {}
@@ -631,6 +744,12 @@ class UnionFS:
         #: attributes a change of one of their entries moves (times, nlink, size): refreshed
         #: when those are asked for (``_fresh``), not on every walk through them
         self._stale: set[str] = set()
+        #: upper directories' (atime, mtime) as a copy-up last put them back
+        self._ptimes: dict[str, tuple[int, int]] = {}
+        #: upper directories the engine made (mkdir, copy-up: empty then) -> every name in
+        #: them, kept up to date by ``_names_changed``: a name not there is absent, with no
+        #: host call (the negative lookups of creates, ``tar x``, ``cp -a``)
+        self._complete: dict[str, set[str]] = {}
         self._changing = 0
         self._up = _TrackedUpper(upper, self) if upper is not None else None
         self._lower = _LowerView(self.lowers)
@@ -671,7 +790,11 @@ class UnionFS:
     # write to the upper goes through ``_TrackedUpper``, which drops exactly what it can
     # change (``_forget``: the path, its subtree for a directory moved, removed, made
     # opaque or redirected, its parent's stat); upper regular files are always looked up
-    # live, since open files change them.
+    # live, since open files change them -- on a DirLayer upper with one host stat
+    # (``DirLayer.refresh``) once a full lookup has given their xattrs and marks, as are
+    # upper directories whose entries changed (``_stale``). The lower view keeps each
+    # object's stat once made (``_LNode.st``); ``stat`` answers a name under a directory
+    # with no upper part from it without taking the lock.
 
     def invalidate(self) -> None:
         """Forget cached upper lookups (after the upper directory was changed directly)."""
@@ -680,15 +803,20 @@ class UnionFS:
 
     def _clear_caches(self) -> None:
         self._ucache.clear()
+        self._complete.clear()
+        self._ptimes.clear()
+        self._ufiles.clear()
         self._stat_cache.clear()
         self._sym_stat.clear()
         self._dnodes.clear()
         self._stale.clear()
 
-    def _forget(self, path: str, tree: bool = False) -> None:
+    def _forget(self, path: str, tree: bool = False, stat_only: bool = False) -> None:
         """The upper changed at ``path``: drop what is cached about it (and, with
         ``tree``, about everything below it); its parent's times and link count moved, so
-        the parent's stat goes and its entry is marked stale. Called with the lock held."""
+        the parent's stat goes and its entry is marked stale. ``stat_only``: only what a
+        host ``stat`` shows changed (mode, owner, size): a kept upper file (``_ufiles``)
+        stays. Called with the lock held."""
         if (path == "/" and tree) or self.index:
             # index=on: a change of one name moves the link counts of the other names of
             # its hard-link group, wherever they are: start over
@@ -696,6 +824,11 @@ class UnionFS:
             return
         ucache, stats, dnodes = self._ucache, self._stat_cache, self._dnodes
         ucache.pop(path, None)
+        if not stat_only:
+            self._ufiles.pop(path, None)
+        ptimes = self._ptimes
+        if ptimes:
+            ptimes.pop(path, None)
         dnodes.pop(path, None)
         self._stale.discard(path)
         stats.pop((path, True), None)
@@ -705,11 +838,15 @@ class UnionFS:
             stats.pop((head, True), None)
             stats.pop((head, False), None)
             self._stale.add(head)
+            if ptimes:
+                ptimes.pop(head, None)
         if self._sym_stat:
             self._sym_stat.clear()
         if tree:
             prefix = path + "/"
-            for d in (ucache, dnodes):
+            complete = self._complete
+            complete.pop(path, None)
+            for d in (ucache, dnodes, self._ufiles, ptimes, complete):
                 for k in [k for k in d if k.startswith(prefix)]:
                     del d[k]
             for k in [k for k in stats if k[0].startswith(prefix)]:
@@ -725,17 +862,64 @@ class UnionFS:
             return
         self._stat_cache.pop((path, True), None)
         self._stat_cache.pop((path, False), None)
+        self._ptimes.pop(path, None)
         if self._sym_stat:
             self._sym_stat.clear()
         if path in self._dnodes or path in self._ucache:  # (other objects are not cached)
             self._stale.add(path)
 
+    def _known_upper(self, path: str) -> Any:
+        """What the caches know the upper has at ``path``: an ``Entry``, None (nothing), or
+        ``_MISS`` (not known without a look)."""
+        e = self._ucache.get(path, _MISS)
+        if e is _MISS:
+            e = self._ufiles.get(path, _MISS)
+        return e
+
+    def _names_changed(self, method: str, names: tuple[tuple[int, ...], tuple[int, ...]],
+                       args: tuple, ok: bool) -> None:
+        """The upper's ``method`` ran with ``args`` (and succeeded when ``ok``): bring the
+        name sets of ``_complete`` up to date; a failure drops the directory's set (what
+        is there then is not known)."""
+        complete = self._complete
+        if ok and (method == "mkdir" or (method == "copy_up" and args[1].kind is Kind.DIR)):
+            complete[args[0]] = set()  # (made empty)
+        if not complete:
+            return
+        gone, there = names
+        for k in gone + there:
+            if k >= len(args):
+                continue
+            p = args[k]
+            cut = p.rfind("/")
+            head = p[:cut] or "/"
+            names_in = complete.get(head)
+            if names_in is None or p == "/":
+                continue
+            if not ok:
+                del complete[head]
+            elif k in there:
+                names_in.add(p[cut + 1:])
+            else:
+                names_in.discard(p[cut + 1:])
+
     def _upper_lookup(self, path: str) -> Entry | None:
         e = self._ucache.get(path, _MISS)
         if e is _MISS:
-            e = self._up.lookup(path)
+            if self._complete and path != "/":
+                cut = path.rfind("/")
+                names_in = self._complete.get(path[:cut] or "/")
+                if names_in is not None and path[cut + 1:] not in names_in:
+                    self._ucache[path] = None  # a directory the engine made: known absent
+                    return None
+            prev = self._ufiles.get(path) if self._ufiles else None
+            e = self._up.lookup(path) if prev is None else self._refresh(path, prev)  # type: ignore[misc]
             if e is None or e.kind is Kind.DIR or e.kind is Kind.WHITEOUT:
                 self._ucache[path] = e
+            elif self._refresh is not None and e.kind is Kind.FILE and e.nlink == 1:
+                self._ufiles[path] = e
+            elif prev is not None:
+                del self._ufiles[path]
         return e  # type: ignore[return-value]
 
     # ------------------------------------------------------------------ resolution
@@ -773,7 +957,7 @@ class UnionFS:
                 lower = self._lower.children(parent.lower, parent.lower_key).get(name)  # type: ignore[arg-type]
             if lower is not None and upper_e is not None and (
                     (upper_e.kind is Kind.DIR and not lower.is_dir)
-                    or (upper_e.kind is Kind.FILE and lower.top.kind is not Kind.FILE)):
+                    or (upper_e.kind is Kind.FILE and lower.kind is not Kind.FILE)):
                 lower = None
         if upper_e is None and lower is None:
             return None
@@ -813,6 +997,9 @@ class UnionFS:
         if path == "/":
             return self._root(), None, False
         dnodes = self._dnodes
+        node = dnodes.get(path)
+        if node is not None:  # a directory resolved before (no symlink to follow)
+            return node, None, False
         cut = path.rfind("/")
         parent = dnodes.get(path[:cut] or "/")
         if parent is not None:
@@ -915,8 +1102,7 @@ class UnionFS:
             # index=on: a lower name of a copied-up group is the indexed inode, numbered as
             # the group's upper names are
             return self._upper_ino(node.alias)
-        i, _, le = node.lower.stack[0]  # type: ignore[union-attr]
-        return _compose_ino(i + 1, le.ino)
+        return node.lower.ino()  # type: ignore[union-attr]
 
     def _upper_ino(self, e: Entry) -> int:
         if e.origin_ino is not None:
@@ -1003,7 +1189,8 @@ class UnionFS:
         if node.upper is None or path not in self._stale:
             return
         self._stale.discard(path)
-        e = self._up.lookup(path)
+        # only what a host stat shows moved: one stat where the layer can (DirLayer.refresh)
+        e = self._up.lookup(path) if self._refresh is None else self._refresh(path, node.upper)
         if e is None or e.kind is not Kind.DIR:  # changed behind our back: start over
             self._clear_caches()
             return
@@ -1014,19 +1201,19 @@ class UnionFS:
             cached.upper = e
 
     def _stat_of(self, node: _Node) -> os.stat_result:
-        if self._stale:
-            self._fresh(node)
         lower = node.lower
         if node.upper is None and node.alias is None and not self.index:
-            # a lower object (the common case of a cold walk): its number and link count
-            # straight from the top of its lower stack, as _ino and _nlink give them
-            i, _lpath, e = lower.stack[0]  # type: ignore[union-attr]
-            ino = _compose_ino(i + 1, e.ino)
-            nlink = 1 if e.kind is Kind.DIR and len(lower.stack) > 1 else e.nlink  # type: ignore[union-attr]
-        else:
-            e = node.entry
-            ino = self._ino(node)
-            nlink = self._nlink(node)
+            # a lower object (the common case of a cold walk): the lowers never change,
+            # so its stat is made once and kept on its lower-view node
+            st = lower.st  # type: ignore[union-attr]
+            if st is None:
+                st = lower.st = lower.make_stat(self.st_dev)  # type: ignore[union-attr]
+            return st
+        if self._stale:
+            self._fresh(node)
+        e = node.entry
+        ino = self._ino(node)
+        nlink = self._nlink(node)
         size = e.size
         blocks = (size + 511) // 512
         return os.stat_result((
@@ -1051,6 +1238,23 @@ class UnionFS:
             st = self._sym_stat.get(key)
             if st is not None:
                 return st
+        # the common case of a cold walk: the parent is a resolved directory with no upper
+        # part (so nothing of it can be in the upper), and the name is a non-directory of
+        # the lower view: its stat is the lower view's, made once (no lock: the lower view
+        # never changes, and dict reads are atomic)
+        cut = p.rfind("/")
+        if cut >= 0 and len(p) > 1 and not self.index:
+            parent = self._dnodes.get(p[:cut] or "/")
+            if parent is not None and parent.upper is None and parent.lower_key is not None:
+                kids = parent.lower.children  # type: ignore[union-attr]
+                if kids is not None:
+                    ln = kids.get(p[cut + 1:])
+                    if ln is not None and not ln.is_dir and (
+                            not follow_symlinks or ln.kind is not Kind.SYMLINK):
+                        st = ln.st
+                        if st is None:
+                            st = ln.st = ln.make_stat(self.st_dev)
+                        return st
         with self._lock:
             node, missing, linked = self._resolve(p, follow_symlinks)
             if missing is not None:
@@ -1161,8 +1365,7 @@ class UnionFS:
             children = self._lower.children(lnode, node.lower_key)  # type: ignore[arg-type]
             listing = []
             for name, child in children.items():
-                i, _lpath, e = child.stack[0]
-                listing.append((name, e.kind.s_ifmt, _compose_ino(i + 1, e.ino)))
+                listing.append((name, child.kind.s_ifmt, child.ino()))
             listing.sort()
             lnode.listing = listing  # type: ignore[union-attr]
         return listing
@@ -1407,13 +1610,18 @@ class UnionFS:
         # ovl_set_timestamps): a copy-up is no change of the directory
         ptimes = None
         if parent is not None and parent.upper is not None:
-            self._fresh(parent)
-            ptimes = (parent.upper.atime_ns, parent.upper.mtime_ns)
+            ptimes = self._ptimes.get(head)
+            if ptimes is None:
+                self._fresh(parent)
+                ptimes = (parent.upper.atime_ns, parent.upper.mtime_ns)
         try:
             return self._copy_up_one(node, data, meta_only_ok)
         finally:
             if ptimes is not None:
                 self._up.utime(head, *ptimes)
+                # the next copy-up into this directory puts back the same times: no need
+                # to read them again (until something else changes it: ``_forget``)
+                self._ptimes[head] = ptimes
 
     def _copy_up_one(self, node: _Node, data: bool, meta_only_ok: bool) -> _Node:
         """``_copy_up`` of ``node`` once its parent is in the upper."""
@@ -1434,9 +1642,11 @@ class UnionFS:
         meta = (meta_only_ok and self.metacopy and le.kind is Kind.FILE
                 and self._upper_has_xattrs() and key is None)
         copy = getattr(self._up, "copy_up", None)
+        recorded = False
         if copy is not None:
-            copy(node.path, le, layer, lpath, data=data and not meta, metacopy=meta,
-                 origin_ino=ino if keep_ino else None, fsync=not self.volatile)
+            recorded = copy(node.path, le, layer, lpath, data=data and not meta,
+                            metacopy=meta, origin_ino=ino if keep_ino else None,
+                            fsync=not self.volatile, **self._absent_kw) is True
         else:  # a third-party WritableLayer: the plain protocol
             self._generic_copy_up(node.path, le, layer, lpath, data, meta)
             if keep_ino and hasattr(self.upper, "set_origin"):
@@ -1444,7 +1654,7 @@ class UnionFS:
         if key is not None:
             self._up.index_store(key, node.path)
             self._up.index_set_count(key, (le.nlink, 1))
-        if keep_ino:
+        if keep_ino and not recorded:  # (the layer said it wrote the record: no look)
             up = self._up.lookup(node.path)
             if up is not None and up.origin_ino is None:
                 self._ino_map[up.ino] = ino
@@ -1512,6 +1722,10 @@ class UnionFS:
         if node.upper is not None and not node.upper.metacopy:
             return self.upper, node.path
         if node.lower is not None:
+            src = node.lower.src
+            if src is not None and node.upper is None and node.lower.kind is Kind.FILE:
+                # a plain lower file (no metacopy: DirLayer.records): its own data
+                return src[0], src[2]
             for i, lp, le in node.lower.stack:
                 if le.kind is Kind.FILE and not le.metacopy:
                     return self.lowers[i], lp
@@ -1540,8 +1754,11 @@ class UnionFS:
         lkey = _p.join(parent.lower_key, name)  # type: ignore[arg-type]
         return self._lower.node(lkey) is not None
 
-    def _whiteout(self, path: str, why: str) -> None:
-        self._up.whiteout(path)
+    def _whiteout(self, path: str, why: str, known_absent: bool = False) -> None:
+        if known_absent:  # (nothing at path in the upper, in any form: no probes needed)
+            self._up.whiteout(path, **self._absent_kw)
+        else:
+            self._up.whiteout(path)
         self._emit(EventKind.WHITEOUT, path, self.upper_name, why)
 
     # ------------------------------------------------------------------ creating
@@ -1689,7 +1906,8 @@ class UnionFS:
             host_ino = os.fstat(f.fileno()).st_ino
         except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
             return None
-        return self._upper_ino(Entry(kind=Kind.FILE, ino=host_ino))
+        mapped = self._ino_map.get(host_ino)  # (as _upper_ino: a new file has no origin)
+        return mapped if mapped is not None else _compose_ino(0, host_ino)
 
     def _open(self, path: Any, flags: int, perm: int) -> tuple[Any, str, int | None]:
         """(layer file, union path, union inode number or None when not known here)."""
@@ -1717,9 +1935,10 @@ class UnionFS:
                 parent = self._prepare_create(parent, name)
                 cpath = _p.join(parent.path, name)
                 self._clear_whiteout(cpath)
+                # the name was just looked up, and a whiteout there removed
                 f = self._up.open_write(cpath, create=True, truncate=True,
-                                          mode=self._new_mode(perm), append=append,
-                                          readable=acc == os.O_RDWR)
+                                        mode=self._new_mode(perm), append=append,
+                                        readable=acc == os.O_RDWR, **self._absent_kw)
                 self._inherit_group(parent, cpath, False)
                 ino = self._created_ino(f)
                 if acc == os.O_RDONLY:
@@ -1745,7 +1964,8 @@ class UnionFS:
                     if trunc and node.upper.metacopy:
                         self._up.set_metacopy(node.path, False)
                 return self._up.open_write(node.path, truncate=trunc, append=append,
-                                           readable=acc == os.O_RDWR), node.path, None
+                                           readable=acc == os.O_RDWR), node.path, \
+                    self._ino(node)
             if node.upper is None and not (node.alias is not None and node.alias.metacopy):
                 # (a metacopy index entry, which only the kernel makes, has its data below)
                 key = self._index_key(node)
@@ -1786,8 +2006,11 @@ class UnionFS:
                 self._purge_whiteouts(node.path)
             self._up.remove(node.path)
         if lower_visible:
+            # the name is not in the upper now: removed just above, or never there (the
+            # lookup that found the node saw neither an object nor a whiteout, or the
+            # parent was only now copied up, empty)
             self._whiteout(node.path, "deleted a name that exists in a lower layer: the "
-                           "whiteout hides it")
+                           "whiteout hides it", known_absent=True)
 
     def _purge_whiteouts(self, path: str) -> None:
         for name in self._up.listdir(path):

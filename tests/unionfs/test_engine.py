@@ -425,7 +425,7 @@ def test_copy_up_is_atomic(tmp_path, monkeypatch):
     fs = build(tmp_path, "dir-overlay")
     import unionfs.layer as layer_mod
 
-    def broken(fd_out, source, source_path, size):  # a fault we cannot cause for real
+    def broken(fd_out, source, source_path, size, **kw):  # a fault we cannot cause for real
         os.write(fd_out, b"par")
         raise OSError(errno.EIO, "injected I/O error")
 
