@@ -267,6 +267,10 @@ class _ReadPool:
             self._unidle(path)
         return f
 
+    def get_nowait(self, path: str) -> Any:
+        """The pooled object of ``path``, if any, without taking a reference."""
+        return self._by_path.get(path)
+
     def add(self, path: str, f: Any) -> None:
         self.drop(path)
         self._by_path[path] = f
@@ -409,6 +413,11 @@ class FuseOperations(mfusepy.Operations):
         #: answer READDIRPLUS with full attributes (the kernel needs no LOOKUP afterwards)
         self.readdirplus = True
         self.dir_hook: _DirCacheHook | None = None
+        #: turn libfuse's rename of a file unlinked while open to ``.fuse_hidden*`` into the
+        #: real unlink (high-level API only: the low-level adapter never hides files)
+        self.hide_renames = True
+        #: ``(uid, gid, pid)`` of the request being served; the low-level adapter replaces it
+        self.caller: Callable[[], tuple[int, int, int]] = mfusepy.fuse_get_context
 
     # -- set-up -----------------------------------------------------------------------------
 
@@ -582,7 +591,7 @@ class FuseOperations(mfusepy.Operations):
     def _give_to_caller(self, path: str) -> None:
         """Own a new object as the calling user; its group is the caller's, or the parent
         directory's when that has the set-group-ID bit (which the host already applied)."""
-        uid, gid, _pid = mfusepy.fuse_get_context()
+        uid, gid, _pid = self.caller()
         if uid == self._uid and gid == self._gid:
             return
         parent = os.path.dirname(path) or "/"
@@ -823,7 +832,8 @@ class FuseOperations(mfusepy.Operations):
         self._dirty(old, new)
         self._dirty_tree(old)
         self._dirty_tree(new)
-        if flags == 0 and os.path.basename(new).startswith(_HIDDEN_PREFIX) and self._files:
+        if (flags == 0 and self.hide_renames and self._files
+                and os.path.basename(new).startswith(_HIDDEN_PREFIX)):
             # libfuse hides a file unlinked while open by renaming it; do the real unlink
             # instead (nothing named .fuse_hidden* ever reaches the upper layer) and keep
             # serving the open handles under the new name
@@ -878,7 +888,11 @@ class FuseOperations(mfusepy.Operations):
         over it, and opening that inode must work, as it does on overlayfs. Reopens the
         host file of an open handle; a change needs it to be an upper file (EROFS: a lower
         file is never written)."""
-        o = self._unlinked(path, None)
+        return self.reopen(self._unlinked(path, None), path, flags)
+
+    def reopen(self, o: _Open, path: str, flags: int) -> int:
+        """A new handle on the host file of the open (or kept) file ``o``, with ``flags``;
+        EROFS for a change to a file that is not an unlinked upper file."""
         change = bool(flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND))
         fd = self._host_fd(o, change=change)
         keep = flags & (os.O_ACCMODE | os.O_APPEND | os.O_TRUNC)
@@ -1085,6 +1099,17 @@ class _FUSE(mfusepy.FUSE):
     the file handle of ``fchmod``/``fchown``/``ftruncate``/``futimens``, and raw
     ``UTIME_NOW``/``UTIME_OMIT``."""
 
+    #: set for a threaded daemon: one request at a time in Python (``FuseOperations`` keeps
+    #: state across engine calls, which release the GIL); libfuse's own work stays parallel
+    lock: threading.Lock | None = None
+
+    def _wrapper(self, func: Any, *args: Any, **kwargs: Any) -> Any:
+        lock = self.lock
+        if lock is None:
+            return super()._wrapper(func, *args, **kwargs)
+        with lock:
+            return super()._wrapper(func, *args, **kwargs)
+
     def _path(self, path: bytes | None) -> str | None:
         return None if path is None else path.decode(self.encoding, self.errors)
 
@@ -1187,8 +1212,21 @@ def run_fuse(union: Any, mountpoint: str, opts: MountOptions | None = None, *,
         kwargs.setdefault("allow_other", True)
     kwargs.setdefault("default_permissions", True)
     threaded = opts is not None and opts.threaded
+    from .mount import choose_api
+
+    if choose_api(opts) == "lowlevel":
+        from .fuse_ll import run_lowlevel
+
+        run_lowlevel(ops, mountpoint, opts, kwargs, debug=debug, threaded=threaded)
+        return
     try:
-        _FUSE(ops, mountpoint, foreground=True, nothreads=not threaded, **kwargs)
+        fuse_cls = _FUSE
+        if threaded:
+            class _Locked(_FUSE):
+                lock = threading.Lock()
+
+            fuse_cls = _Locked
+        fuse_cls(ops, mountpoint, foreground=True, nothreads=not threaded, **kwargs)
     except RuntimeError as e:  # fuse_main's status; libfuse has printed the reason
         from .mount import MountError
 

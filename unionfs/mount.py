@@ -13,8 +13,10 @@ root before it returns. Any error the daemon meets before that point (bad layer,
 refusing the mount point) comes back through the same pipe and the parent exits non-zero.
 
 The daemon unmounts cleanly on SIGTERM, SIGINT and SIGHUP (libfuse's own handlers end the
-session loop and ``fuse_main`` unmounts), and when the mount is removed from outside
-(``unionfs umount``, ``fusermount3 -u``, ``umount``).
+session loop, then the session is unmounted), and when the mount is removed from outside
+(``unionfs umount``, ``fusermount3 -u``, ``umount``). ``-o api=lowlevel`` (the default,
+``unionfs.fuse_ll``) or ``api=highlevel`` (libfuse's path API through mfusepy) chooses the
+adapter; the ``UNIONFS_FUSE_API`` environment variable chooses when the option is absent.
 """
 
 from __future__ import annotations
@@ -45,6 +47,11 @@ _READY = b"\0unionfs-ready\n"
 #: changed only through this mount, so the kernel may keep its answers (fuse-overlayfs uses
 #: 1e9 s for the same reason)
 DEFAULT_TIMEOUT = 1e9
+
+#: the libfuse API a mount uses when neither ``-o api=`` nor ``UNIONFS_FUSE_API`` chooses:
+#: ``lowlevel`` (``unionfs.fuse_ll``, its own node table) or ``highlevel`` (libfuse's path API)
+DEFAULT_API = "lowlevel"
+APIS = ("lowlevel", "highlevel")
 
 
 class OptionError(ValueError):
@@ -111,6 +118,9 @@ class MountOptions:
     volatile: bool = False
     #: options handed to libfuse: ``name -> True`` for flags, ``name -> str`` for values
     fuse: tuple[tuple[str, str | bool], ...] = field(default=())
+    #: which libfuse API serves the mount (``api=lowlevel|highlevel``); ``None``: the
+    #: ``UNIONFS_FUSE_API`` environment variable, else ``DEFAULT_API``
+    api: str | None = None
 
     @property
     def writable(self) -> bool:
@@ -210,6 +220,7 @@ def parse_options(option_strings: Iterable[str], *, cwd: str | None = None) -> M
     threaded = False
     volatile = False
     timeout: float | None = None
+    api: str | None = None
     fuse: dict[str, str | bool] = {}
 
     for text in option_strings:
@@ -257,6 +268,10 @@ def parse_options(option_strings: Iterable[str], *, cwd: str | None = None) -> M
                 threaded = value in ("", "1", "on", "yes", "true")
             elif key == "timeout":
                 timeout = _seconds(key, value)
+            elif key == "api":
+                if value not in APIS:
+                    raise OptionError(f"api={value!r}: expected lowlevel or highlevel")
+                api = value
             elif key in ("debug",) and not eq:
                 fuse["debug"] = True
             elif key in _IGNORED:
@@ -285,7 +300,7 @@ def parse_options(option_strings: Iterable[str], *, cwd: str | None = None) -> M
     return MountOptions(
         lowerdirs=tuple(lowers), upperdir=upper, workdir=work, xino=xino, read_only=read_only,
         trace=trace, threaded=threaded, timeout=timeout, fuse=tuple(fuse.items()),
-        volatile=volatile, **flags)
+        volatile=volatile, api=api, **flags)
 
 
 def _seconds(key: str, value: str) -> float:
@@ -404,6 +419,19 @@ def mount_containing(path: str) -> MountInfo | None:
 
 # ---------------------------------------------------------------------------------------------
 # mounting
+
+def choose_api(opts: MountOptions | None) -> str:
+    """The libfuse API for a mount: ``-o api=``, else ``UNIONFS_FUSE_API``, else
+    ``DEFAULT_API``. Raises ``OptionError`` for an unknown name in the environment."""
+    api = opts.api if opts is not None else None
+    if api is None:
+        api = os.environ.get("UNIONFS_FUSE_API") or DEFAULT_API
+    if api not in APIS:
+        raise OptionError(f"UNIONFS_FUSE_API={api!r}: expected lowlevel or highlevel")
+    if api == "lowlevel" and opts is not None and opts.fuse_option("modules"):
+        return "highlevel"  # libfuse's stacked modules exist in its high-level API only
+    return api
+
 
 def fuse_kwargs(opts: MountOptions, *, debug: bool = False) -> dict[str, str | bool]:
     """The keyword arguments for ``mfusepy.FUSE``: libfuse mount options, fsname/subtype."""
