@@ -36,6 +36,9 @@ from dataclasses import dataclass
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 BASELINE = "fuse-overlayfs"
 IMPLS = ("unionfs", "kernel", "fuse-overlayfs", "unionfs-fuse", "plain")
+#: further names of this mount with its libfuse API chosen (``-o api=``); "unionfs" is the
+#: default API
+UNIONFS_APIS = {"unionfs": "", "unionfs-ll": ",api=lowlevel", "unionfs-hl": ",api=highlevel"}
 
 
 @dataclass(frozen=True)
@@ -138,9 +141,10 @@ def mounted(impl: str, stack: Stack, scratch: pathlib.Path) -> Iterator[pathlib.
         # changes need a private copy; reads use the merged tree itself
         yield stack.plain
         return
-    if impl == "unionfs":
+    if impl in UNIONFS_APIS:
         _run([sys.executable, "-m", "unionfs", "mount", "-o",
-              f"lowerdir={lowerdir},upperdir={upper},workdir={work}", str(mnt)],
+              f"lowerdir={lowerdir},upperdir={upper},workdir={work}{UNIONFS_APIS[impl]}",
+              str(mnt)],
              cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
         umount = [sys.executable, "-m", "unionfs", "umount", str(mnt)]
     elif impl == "kernel":
@@ -372,7 +376,8 @@ def warm_targets(m: pathlib.Path, s: Stack, name: str, sc: Scale) -> None:
 # ------------------------------------------------------------------------------ main
 
 def available(impl: str) -> bool:
-    return {"unionfs": True, "plain": True, "kernel": True,
+    return {"unionfs": True, "unionfs-ll": True, "unionfs-hl": True, "plain": True,
+            "kernel": True,
             "fuse-overlayfs": shutil.which("fuse-overlayfs") is not None,
             "unionfs-fuse": shutil.which("unionfs-fuse") is not None}[impl]
 
@@ -501,7 +506,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="reduced scale (3k files, 32 MiB)")
     ap.add_argument("--layers", type=int, nargs="+", default=None)
-    ap.add_argument("--impls", nargs="+", default=list(IMPLS), choices=IMPLS)
+    ap.add_argument("--impls", nargs="+", default=list(IMPLS),
+                    choices=[*IMPLS, "unionfs-ll", "unionfs-hl"])
     ap.add_argument("--workdir", default="/var/tmp/unionfs-mount-bench")
     ap.add_argument("--json", help="also write the results to this file")
     ap.add_argument("--repeat", type=int, default=3, metavar="N",
