@@ -32,8 +32,9 @@ def demo() -> None:
               help="lowerdir=L1:L2 (top-most first, \\: escapes a colon), upperdir=U, "
                    "workdir=W, redirect_dir=on|off, index=on|off, metacopy=on|off, xino=..., "
                    "ro, trace=FILE, timeout=SECONDS, threaded=1, cache_readdir=on|off, "
-                   "readdirplus=on|off, volatile (or fsync=0), and FUSE options "
-                   "(allow_other, default_permissions, fsname=, ...).")
+                   "readdirplus=on|off, volatile (or fsync=0: copy-up not flushed), "
+                   "api=lowlevel|highlevel (libfuse API; default lowlevel), and FUSE options "
+                   "(allow_other, default_permissions, fsname=, ...). See docs/mount.md.")
 @click.option("--trace", "trace", metavar="FILE",
               help="Append one line per copy-up, whiteout, opaque, redirect and EXDEV.")
 @click.argument("mountpoint", type=click.Path())
