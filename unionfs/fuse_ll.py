@@ -629,24 +629,19 @@ class LowLevel:
         self._new_entry(req, parent, n, path)
 
     def unlink(self, req: int, parent: int, name: bytes) -> None:
-        n, path = self._child(parent, name)
-        victim = self._children.get((parent, n))
-        self._keep(victim, path)
-        try:
-            self.ops.unlink(path)
-        except BaseException:
-            self._unkeep(victim)
-            raise
-        if victim is not None:
-            self._detach(victim)
-        _reply_err(req, 0)
+        self._remove(req, parent, name, self.ops.unlink)
 
     def rmdir(self, req: int, parent: int, name: bytes) -> None:
+        self._remove(req, parent, name, self.ops.rmdir)
+
+    def _remove(self, req: int, parent: int, name: bytes, remove: Any) -> None:
+        """UNLINK/RMDIR: a node the kernel still holds keeps its file (REL-1) before the
+        name goes, and is detached from the tree once it is gone."""
         n, path = self._child(parent, name)
         victim = self._children.get((parent, n))
         self._keep(victim, path)
         try:
-            self.ops.rmdir(path)
+            remove(path)
         except BaseException:
             self._unkeep(victim)
             raise
