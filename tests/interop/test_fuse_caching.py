@@ -10,17 +10,9 @@ import time
 
 import pytest
 
-from tests.conftest import need_fuse, need_root
-from tests.interop.fuse_helpers import make_stack, mounted
+from tests.interop.fuse_helpers import mounted
 
 pytestmark = [pytest.mark.fuse, pytest.mark.root]
-
-
-@pytest.fixture
-def stack(tmp_path):
-    need_root()
-    need_fuse()
-    return make_stack(tmp_path)
 
 
 def _ls(path) -> list[str]:

@@ -11,12 +11,11 @@ import subprocess
 
 import pytest
 
-from tests.conftest import need_fuse, need_kernel_overlay, need_root, need_tool
+from tests.conftest import need_kernel_overlay, need_tool
 from tests.interop.fuse_helpers import (
     Stack,
     force_unmount,
     in_mounts,
-    make_stack,
     mounted,
     overlay_mount,
     snapshot,
@@ -71,13 +70,6 @@ def fresh_work(stack: Stack) -> None:
     """Each implementation gets an empty work dir (the kernel leaves a root-only work/work)."""
     shutil.rmtree(stack.work)
     stack.work.mkdir()
-
-
-@pytest.fixture
-def stack(tmp_path):
-    need_root()
-    need_fuse()
-    return make_stack(tmp_path)
 
 
 def test_our_upper_mounts_under_kernel_overlayfs_with_the_same_view(stack, tmp_path):

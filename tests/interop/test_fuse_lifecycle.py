@@ -15,24 +15,15 @@ import time
 
 import pytest
 
-from tests.conftest import need_fuse, need_root
 from tests.interop.fuse_helpers import (
     daemon_pid,
     in_mounts,
-    make_stack,
     mounted,
     process_gone,
     run_cli,
 )
 
 pytestmark = [pytest.mark.fuse, pytest.mark.root]
-
-
-@pytest.fixture
-def stack(tmp_path):
-    need_root()
-    need_fuse()
-    return make_stack(tmp_path)
 
 
 def test_mount_is_live_on_return_and_recognisable_in_proc_mounts(stack):

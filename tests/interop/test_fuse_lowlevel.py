@@ -15,10 +15,9 @@ import time
 
 import pytest
 
-from tests.conftest import need_fuse, need_kernel_overlay, need_root
+from tests.conftest import need_kernel_overlay
 from tests.interop.fuse_helpers import (
     daemon_pid,
-    make_stack,
     mounted,
     overlay_mount,
     run_cli,
@@ -26,13 +25,6 @@ from tests.interop.fuse_helpers import (
 )
 
 pytestmark = [pytest.mark.fuse, pytest.mark.root]
-
-
-@pytest.fixture
-def stack(tmp_path):
-    need_root()
-    need_fuse()
-    return make_stack(tmp_path)
 
 
 def _files_open(mnt) -> list[str]:

@@ -11,17 +11,10 @@ import subprocess
 
 import pytest
 
-from tests.conftest import need_fuse, need_root, need_tool
-from tests.interop.fuse_helpers import make_stack, mounted
+from tests.conftest import need_tool
+from tests.interop.fuse_helpers import mounted
 
 pytestmark = [pytest.mark.fuse, pytest.mark.root]
-
-
-@pytest.fixture
-def stack(tmp_path):
-    need_root()
-    need_fuse()
-    return make_stack(tmp_path)
 
 
 def tree_digest(root) -> str:
