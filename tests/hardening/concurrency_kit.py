@@ -52,7 +52,14 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
     __file__)))))
 
-from unionfs.testing.conformance import Outcome, Seen, outcome, snapshot
+from unionfs.testing.conformance import (
+    Outcome,
+    Seen,
+    diff_snapshots,
+    dir_fingerprint,
+    outcome,
+    snapshot,
+)
 from unionfs.testing.model import (
     Dir,
     Fifo,
@@ -441,6 +448,30 @@ def model_end(stack: StackSpec, seed: int, workers: int, steps: int,
                    options=options)
         out[who] = subtree(snapshot(replay), f"/w{who}")
     return out
+
+
+def check_reports(reports: list[Report], workers: int, steps: int) -> None:
+    """No worker saw a failure, and both kinds of step ran often enough to mean something."""
+    failures = [f for r in reports for f in r.failures]
+    assert not failures, "\n".join(failures + ["last steps:"] + [
+        line for r in reports if r.failures for line in r.script])
+    assert sum(r.private_steps for r in reports) > workers * steps // 3
+    assert sum(r.shared_steps for r in reports) > workers * steps // 10
+
+
+def check_end(end: dict[str, Seen], expected: dict[int, dict[str, Seen]],
+              lower_prints: dict[str, str], workdir: str) -> None:
+    """The end state: each worker's subtree as its own steps make it (``expected``, from
+    ``model_end``), ``/shared`` whole, the lower layers unwritten (``lower_prints``:
+    ``dir_fingerprint`` of each before the run), nothing left in the work dir."""
+    for who, want in expected.items():
+        diff = diff_snapshots(want, subtree(end, f"/w{who}"))
+        assert not diff, f"w{who}'s subtree is not what its own steps make:\n" + "\n".join(diff)
+    assert final_shared_problems(end) == []
+    # the lower layers are never written
+    assert {d: dir_fingerprint(d) for d in lower_prints} == lower_prints
+    # copy-up stages in the work dir; nothing may stay there
+    assert stray_work_files(workdir) == []
 
 
 def ino_map(lstat: Callable[[str], os.stat_result], paths: Iterable[str], *,

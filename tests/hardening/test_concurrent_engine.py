@@ -106,22 +106,11 @@ def test_threads_keep_the_invariants(tmp_path, offset, options):
 
     reports = run_threads(target, stack, seed, options)
 
-    failures = [f for r in reports for f in r.failures]
-    assert not failures, "\n".join(failures + ["last steps:"] + [
-        line for r in reports if r.failures for line in r.script])
-    assert sum(r.private_steps for r in reports) > WORKERS * STEPS // 3
-    assert sum(r.shared_steps for r in reports) > WORKERS * STEPS // 10
+    kit.check_reports(reports, WORKERS, STEPS)
 
     end = snapshot(target)
-    expected = kit.model_end(stack, seed, WORKERS, STEPS, options=options)
-    for who in range(WORKERS):
-        diff = diff_snapshots(expected[who], kit.subtree(end, f"/w{who}"))
-        assert not diff, f"w{who}'s subtree is not what its own steps make:\n" + "\n".join(diff)
-    assert kit.final_shared_problems(end) == []
-    # the lower layers are never written
-    assert {d: dir_fingerprint(d) for d in lowers} == prints
-    # copy-up stages in the work dir; nothing may stay there
-    assert kit.stray_work_files(f"{base}/work") == []
+    kit.check_end(end, kit.model_end(stack, seed, WORKERS, STEPS, options=options), prints,
+                  f"{base}/work")
     # inode numbers: unchanged for every object no step replaced (copy-up keeps them) ...
     disturbed = [p for r in reports for p in r.disturbed] + kit.SHARED_REPLACED
     kept = kit.undisturbed(ino_before, disturbed)

@@ -126,24 +126,14 @@ def test_processes_keep_the_invariants(tmp_path, mode):
         ino_before = kit.ino_map(lambda p: os.lstat(target.host(p)), visible,
                                  stable_only=True)
         reports = run_workers(mnt, base, seed, upper)
-        failures = [f for r in reports for f in r.failures]
-        assert not failures, "\n".join(failures + ["last steps:"] + [
-            line for r in reports if r.failures for line in r.script])
-        assert sum(r.private_steps for r in reports) > WORKERS * STEPS // 3
-        assert sum(r.shared_steps for r in reports) > WORKERS * STEPS // 10
+        kit.check_reports(reports, WORKERS, STEPS)
         end = snapshot(target)
         disturbed = [p for r in reports for p in r.disturbed] + kit.SHARED_REPLACED
         kept = kit.undisturbed(ino_before, disturbed)
         ino_kept = kit.ino_map(lambda p: os.lstat(target.host(p)), kept)
         ino_end = kit.ino_map(lambda p: os.lstat(target.host(p)), end)
 
-    expected = kit.model_end(stack, seed, WORKERS, STEPS)
-    for who in range(WORKERS):
-        diff = diff_snapshots(expected[who], kit.subtree(end, f"/w{who}"))
-        assert not diff, f"w{who}'s subtree is not what its own steps make:\n" + "\n".join(diff)
-    assert kit.final_shared_problems(end) == []
-    assert {d: dir_fingerprint(d) for d in lowers} == prints
-    assert kit.stray_work_files(f"{base}/work") == []
+    kit.check_end(end, kit.model_end(stack, seed, WORKERS, STEPS), prints, f"{base}/work")
     assert any(p.startswith("/shared/written/") for p in kept)
     moved = {p: (ino_before[p], ino_kept[p]) for p in kept
              if p in ino_kept and ino_kept[p] != ino_before[p]}
