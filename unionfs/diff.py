@@ -37,7 +37,7 @@ from typing import Any, BinaryIO
 from . import path as _p
 from .entry import Change, ChangeKind, Entry, Kind
 from .errors import InvalidPath, ReadOnly
-from .layer import Layer, redirect_stack
+from .layer import Layer, merge_stack, root_stack
 
 #: one layer's part of a lower-view object: (index in ``lowers``, path in that layer, entry)
 StackItem = tuple[int, str, Entry]
@@ -56,15 +56,7 @@ class LowerProbe:
 
     def __init__(self, lowers: Sequence[Layer]) -> None:
         self.lowers = list(lowers)
-        root: list[StackItem] = []
-        for i, layer in enumerate(self.lowers):
-            e = layer.lookup("/")
-            if e is None or e.kind is not Kind.DIR:
-                continue
-            root.append((i, "/", e))
-            if e.opaque:
-                break
-        self._stacks: dict[str, tuple[StackItem, ...]] = {"/": tuple(root)}
+        self._stacks: dict[str, tuple[StackItem, ...]] = {"/": tuple(root_stack(self.lowers))}
 
     def stack(self, path: str) -> tuple[StackItem, ...]:
         """The layers' objects that make up ``path`` in the lower view, top-most first (the
@@ -84,43 +76,9 @@ class LowerProbe:
                 ce = self.lowers[i].lookup(cpath)
                 if ce is not None:
                     items.append((i, cpath, ce))
-            found = tuple(self.merge(items))
+            found = tuple(merge_stack(self.lowers, items))
         self._stacks[path] = found
         return found
-
-    def merge(self, items: list[StackItem]) -> list[StackItem]:
-        """overlayfs's merge rule for one name: from its lookups in the layers of the
-        parent directory's stack (top-most first), the visible object and what merges under
-        it. A whiteout on top hides the name; a directory merges the directories below it
-        until an opaque one, a non-directory or a whiteout (a redirect sends the layers below
-        to its target); a metacopy file is followed down to the file holding its data; any
-        other object stands alone."""
-        out: list[StackItem] = []
-        for i, cpath, e in items:
-            if not out:
-                if e.kind is Kind.WHITEOUT:
-                    return []
-                out.append((i, cpath, e))
-                if e.kind is Kind.FILE and e.metacopy:
-                    continue   # its data is in a layer below
-                if e.kind is not Kind.DIR:
-                    return out  # a non-directory hides everything below it
-            elif out[0][2].kind is not Kind.DIR:  # a metacopy file's chain
-                if e.kind is not Kind.FILE:
-                    return out
-                out.append((i, cpath, e))
-                if not e.metacopy:
-                    return out
-                continue
-            elif e.kind is not Kind.DIR:
-                return out      # a whiteout or a non-directory ends the merge
-            else:
-                out.append((i, cpath, e))
-            if e.opaque:
-                return out
-            if e.redirect:
-                return out + redirect_stack(self.lowers, i, cpath, e.redirect)
-        return out
 
     def lookup(self, path: str) -> Entry | None:
         """The lower view's entry at ``path`` (the visible layer's), or ``None``."""

@@ -118,6 +118,56 @@ def redirect_stack(lowers: Sequence[Layer], i: int, cpath: str,
     return out
 
 
+def root_stack(lowers: Sequence[Layer]) -> list[tuple[int, str, Entry]]:
+    """The layers' root directories that merge into the lower view's ``/``, top-most first,
+    down to the first opaque one (a layer with no root directory takes no part)."""
+    out: list[tuple[int, str, Entry]] = []
+    for i, layer in enumerate(lowers):
+        e = layer.lookup("/")
+        if e is None or e.kind is not Kind.DIR:
+            continue
+        out.append((i, "/", e))
+        if e.opaque:
+            break
+    return out
+
+
+def merge_stack(lowers: Sequence[Layer],
+                items: Sequence[tuple[int, str, Entry]]) -> list[tuple[int, str, Entry]]:
+    """overlayfs's merge rule for one name: from its lookups ``(layer index, path, entry)``
+    in the layers of the parent directory's stack (top-most first), the visible object and
+    what merges under it. A whiteout on top hides the name; a directory merges the
+    directories below it until an opaque one, a non-directory or a whiteout (a redirect
+    sends the layers below to its target, ``redirect_stack``); a metacopy file is followed
+    down to the file holding its data; any other object stands alone."""
+    out: list[tuple[int, str, Entry]] = []
+    for i, cpath, e in items:
+        if not out:
+            if e.kind is Kind.WHITEOUT:
+                return []
+            out.append((i, cpath, e))
+            if e.kind is Kind.FILE and e.metacopy:
+                continue   # its data is in a layer below
+            if e.kind is not Kind.DIR:
+                return out  # a non-directory hides everything below it
+        elif out[0][2].kind is not Kind.DIR:  # a metacopy file's chain
+            if e.kind is not Kind.FILE:
+                return out
+            out.append((i, cpath, e))
+            if not e.metacopy:
+                return out
+            continue
+        elif e.kind is not Kind.DIR:
+            return out      # a whiteout or a non-directory ends the merge
+        else:
+            out.append((i, cpath, e))
+        if e.opaque:
+            return out
+        if e.redirect:
+            return out + redirect_stack(lowers, i, cpath, e.redirect)
+    return out
+
+
 def _now() -> int:
     return time.time_ns()
 

@@ -46,7 +46,7 @@ from .errors import (
 from .layer import R_INO as _R_INO
 from .layer import R_METACOPY as _R_METACOPY
 from .layer import RECORD_KINDS as _RECORD_KINDS
-from .layer import DirLayer, Layer, redirect_stack
+from .layer import DirLayer, Layer, merge_stack, root_stack
 from .trace import Event, EventKind, Tracer
 
 RENAME_NOREPLACE = 1
@@ -345,14 +345,7 @@ class _LowerView:
     def __init__(self, lowers: list[Layer]) -> None:
         self.lowers = lowers
         self._lock = threading.RLock()
-        stack: list[tuple[int, str, Entry]] = []
-        for i, layer in enumerate(lowers):
-            e = layer.lookup("/")
-            if e is None or e.kind is not Kind.DIR:
-                continue
-            stack.append((i, "/", e))
-            if e.opaque:
-                break
+        stack = root_stack(lowers)
         self.root = _LNode(stack) if stack else None
         self._nodes: dict[str, _LNode | None] = {"/": self.root}
 
@@ -419,50 +412,13 @@ class _LowerView:
                     out[name] = _LNode([(i, prefix + name, ce)])
                     continue
                 layered = more[name] if more and name in more else [(i, prefix, ce)]
-                stack = self._stack([
+                stack = merge_stack(self.lowers, [
                     (j, pre + name, lowers[j].lookup(pre + name) if type(c) is list else c)
                     for j, pre, c in layered])
                 if stack:
                     out[name] = _LNode(stack)
             node.children = out
             return out
-
-    def _stack(self, items: list[tuple[int, str, Entry]]) -> list:
-        stack: list[tuple[int, str, Entry]] = []
-        k = 0
-        while k < len(items):
-            i, cpath, e = items[k]
-            k += 1
-            if not stack:
-                if e.kind is Kind.WHITEOUT:
-                    return []
-                stack.append((i, cpath, e))
-                if e.kind is Kind.DIR:
-                    if e.opaque:
-                        return stack
-                    if e.redirect:
-                        return stack + redirect_stack(self.lowers, i, cpath, e.redirect)
-                    continue
-                if e.kind is Kind.FILE and e.metacopy:
-                    continue
-                return stack
-            top = stack[0][2]
-            if top.kind is Kind.DIR:
-                if e.kind is not Kind.DIR:
-                    return stack
-                stack.append((i, cpath, e))
-                if e.opaque:
-                    return stack
-                if e.redirect:
-                    return stack + redirect_stack(self.lowers, i, cpath, e.redirect)
-            else:  # a metacopy file: find the layer holding its data
-                if e.kind is Kind.FILE:
-                    stack.append((i, cpath, e))
-                    if not e.metacopy:
-                        return stack
-                else:
-                    return stack
-        return stack
 
 
 class _Node:
