@@ -335,20 +335,46 @@ def _pool_size() -> int:
     return max(64, min(32768, soft // 2))
 
 
-class _Invalidator:
+class _Notifier:
+    """Sends kernel notifications from a thread of their own: a notification may wait for a
+    page lock held by a request this daemon has yet to answer, so the request that asks for
+    it waits a short while only. Subclasses say what one batch does (``_notify``)."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def _submit(self, batch: Any, wait: float) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="unionfs-inval",
+                                             daemon=True)
+            self._thread.start()
+        done = threading.Event()
+        self._queue.put((batch, done))
+        done.wait(wait)
+
+    def _run(self) -> None:
+        while True:
+            batch, done = self._queue.get()
+            self._notify(batch)
+            done.set()
+
+    def _notify(self, batch: Any) -> None:
+        raise NotImplementedError
+
+
+class _Invalidator(_Notifier):
     """Drops the kernel's cached attributes of other names of a hard-linked file.
 
     libfuse's high-level API gives each name its own kernel inode, so after ``link``, an
     unlink, a write or a copy-up through one name the kernel still holds the old ``st_nlink``,
     size or times for the others until their attribute timeout. ``fuse_invalidate_path`` fixes
-    that, but it may wait for a page lock held by a request this daemon has yet to answer, so
-    it runs on its own thread; the request waits for it a short while only.
+    that (on the notifier's thread).
     """
 
     def __init__(self) -> None:
+        super().__init__()
         self.fuse_ptr: int | None = None
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
         fn = mfusepy._libfuse.fuse_invalidate_path
         fn.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
         fn.restype = ctypes.c_int
@@ -356,22 +382,12 @@ class _Invalidator:
 
     def __call__(self, paths: Iterable[str], wait: float = 0.2) -> None:
         todo = [p.encode("utf-8", "surrogateescape") for p in paths]
-        if not todo or self.fuse_ptr is None:
-            return
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="unionfs-inval",
-                                             daemon=True)
-            self._thread.start()
-        done = threading.Event()
-        self._queue.put((todo, done))
-        done.wait(wait)
+        if todo and self.fuse_ptr is not None:
+            self._submit(todo, wait)
 
-    def _run(self) -> None:
-        while True:
-            todo, done = self._queue.get()
-            for path in todo:
-                self._fn(self.fuse_ptr, path)  # -ENOENT for a name the kernel never saw
-            done.set()
+    def _notify(self, batch: list[bytes]) -> None:
+        for path in batch:
+            self._fn(self.fuse_ptr, path)  # -ENOENT for a name the kernel never saw
 
 
 class FuseOperations(mfusepy.Operations):

@@ -31,7 +31,6 @@ import contextlib
 import ctypes
 import errno
 import os
-import queue
 import signal
 import stat as _stat
 import struct
@@ -41,7 +40,14 @@ import traceback
 from collections.abc import Iterable
 from typing import Any
 
-from .fuse import _BUF_FD_SEEK, _BUF_IS_FD, FuseOperations, _BufVec, mfusepy  # its C types
+from .fuse import (  # its C types
+    _BUF_FD_SEEK,
+    _BUF_IS_FD,
+    FuseOperations,
+    _BufVec,
+    _Notifier,
+    mfusepy,
+)
 from .mount import DEFAULT_TIMEOUT, MountError, MountOptions
 
 _lib = ctypes.CDLL("libfuse3.so.3")
@@ -207,36 +213,25 @@ class _Node:
         self.nocap = -1
 
 
-class _Invalidator:
+class _Invalidator(_Notifier):
     """``FuseOperations._invalidate`` for the low-level API: drops the kernel's cached
-    attributes and pages of the other names of a hard-linked file. As in the high-level
-    adapter the notification runs on its own thread (the kernel may wait for a page lock
-    held by a request this daemon has yet to answer) and a request waits a moment only."""
+    attributes and pages of the other names of a hard-linked file (on the notifier's thread,
+    as in the high-level adapter)."""
 
     def __init__(self, adapter: LowLevel) -> None:
+        super().__init__()
         self._adapter = adapter
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
 
     def __call__(self, paths: Iterable[str], wait: float = 0.2) -> None:
         ids = [n.id for n in map(self._adapter.node_at, paths) if n is not None]
         se = self._adapter.session
-        if not ids or not se:
-            return
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="unionfs-inval",
-                                             daemon=True)
-            self._thread.start()
-        done = threading.Event()
-        self._queue.put((se, ids, done))
-        done.wait(wait)
+        if ids and se:
+            self._submit((se, ids), wait)
 
-    def _run(self) -> None:
-        while True:
-            se, ids, done = self._queue.get()
-            for nid in ids:
-                _notify_inval_inode(se, nid, 0, 0)  # -ENOENT: the kernel forgot it already
-            done.set()
+    def _notify(self, batch: tuple[int, list[int]]) -> None:
+        se, ids = batch
+        for nid in ids:
+            _notify_inval_inode(se, nid, 0, 0)  # -ENOENT: the kernel forgot it already
 
 
 class LowLevel:
@@ -597,28 +592,22 @@ class LowLevel:
         _reply_readlink(req, target.encode("utf-8", "surrogateescape"))
 
     def mknod(self, req: int, parent: int, name: bytes, mode: int, rdev: int) -> None:
-        n, path = self._child(parent, name)
-        self._req = req
-        try:
-            self.ops.mknod(path, mode, rdev)
-        finally:
-            self._req = None
-        self._new_entry(req, parent, n, path)
+        self._make(req, parent, name, self.ops.mknod, mode, rdev)
 
     def mkdir(self, req: int, parent: int, name: bytes, mode: int) -> None:
-        n, path = self._child(parent, name)
-        self._req = req
-        try:
-            self.ops.mkdir(path, mode)
-        finally:
-            self._req = None
-        self._new_entry(req, parent, n, path)
+        self._make(req, parent, name, self.ops.mkdir, mode)
 
     def symlink(self, req: int, target: bytes, parent: int, name: bytes) -> None:
+        self._make(req, parent, name, self.ops.symlink,
+                   target.decode("utf-8", "surrogateescape"))
+
+    def _make(self, req: int, parent: int, name: bytes, make: Any, *args: Any) -> None:
+        """MKNOD/MKDIR/SYMLINK: ``make(path, *args)`` as the request's caller (``_req``
+        names it to ``_caller``), then the new entry's reply."""
         n, path = self._child(parent, name)
         self._req = req
         try:
-            self.ops.symlink(path, target.decode("utf-8", "surrogateescape"))
+            make(path, *args)
         finally:
             self._req = None
         self._new_entry(req, parent, n, path)
