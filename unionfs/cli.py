@@ -32,7 +32,9 @@ def demo() -> None:
               help="lowerdir=L1:L2 (top-most first, \\: escapes a colon), upperdir=U, "
                    "workdir=W, redirect_dir=on|off, index=on|off, metacopy=on|off, xino=..., "
                    "ro, trace=FILE, timeout=SECONDS, threaded=1, cache_readdir=on|off, "
-                   "readdirplus=on|off, volatile (or fsync=0: copy-up not flushed), "
+                   "readdirplus=on|off, sync_copyup (flush copied-up data before it appears, as "
+                   "kernel overlayfs; default off, as fuse-overlayfs), volatile (or fsync=0: "
+                   "no sync calls at all), "
                    "api=lowlevel|highlevel (libfuse API; default lowlevel), and FUSE options "
                    "(allow_other, default_permissions, fsname=, ...). See docs/mount.md.")
 @click.option("--trace", "trace", metavar="FILE",

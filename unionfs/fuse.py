@@ -1009,10 +1009,29 @@ class FuseOperations(mfusepy.Operations):
 
     def fsync(self, path: str | None, datasync: int, fh: int) -> int:
         f = self._file(fh)
+        if self.opts is not None and self.opts.volatile:
+            return 0  # a volatile mount makes no sync calls (kernel overlayfs' volatile)
         if datasync and hasattr(f, "fdatasync"):
             f.fdatasync()
         else:
             f.fsync()
+        return 0
+
+    def fsyncdir(self, path: str, datasync: int, fh: int) -> int:
+        """Flush the directory's upper part (a directory of the lower layers alone has nothing
+        to flush: they never change)."""
+        root = getattr(self.union.upper, "root", None)
+        if root is None or (self.opts is not None and self.opts.volatile):
+            return 0
+        try:
+            fd = os.open(os.path.join(root, path.lstrip("/")),
+                         os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        except (FileNotFoundError, NotADirectoryError):
+            return 0
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         return 0
 
     def release(self, path: str | None, fh: int) -> int:

@@ -857,6 +857,9 @@ class LowLevel:
         _reply_err(req, 0)
 
     def fsyncdir(self, req: int, nid: int, datasync: int, fi: Any) -> None:
+        node = self._node(nid)
+        if not node.orphan:
+            self.ops.fsyncdir(self._path(node), datasync, fi.contents.fh)
         _reply_err(req, 0)
 
     def statfs(self, req: int, nid: int) -> None:

@@ -113,9 +113,12 @@ class MountOptions:
     cache_readdir: bool = True
     #: answer the kernel's READDIRPLUS with full attributes (``readdirplus=``)
     readdirplus: bool = True
-    #: no fsync of copied-up data before it is renamed into place (``volatile``, ``fsync=0``,
-    #: as kernel overlayfs and fuse-overlayfs take them): still atomic, not power-loss safe
+    #: no sync call reaches the upper dir (``volatile``, ``fsync=0``, as kernel overlayfs and
+    #: fuse-overlayfs take them): a program's fsync/fdatasync/fsyncdir answer at once
     volatile: bool = False
+    #: flush copied-up data to disk before renaming it into place, as kernel overlayfs does
+    #: (``sync_copyup``); off, as in fuse-overlayfs: still atomic, not power-loss safe
+    sync_copyup: bool = False
     #: options handed to libfuse: ``name -> True`` for flags, ``name -> str`` for values
     fuse: tuple[tuple[str, str | bool], ...] = field(default=())
     #: which libfuse API serves the mount (``api=lowlevel|highlevel``); ``None``: the
@@ -219,6 +222,7 @@ def parse_options(option_strings: Iterable[str], *, cwd: str | None = None) -> M
     read_only = False
     threaded = False
     volatile = False
+    sync_copyup = False
     timeout: float | None = None
     api: str | None = None
     fuse: dict[str, str | bool] = {}
@@ -264,6 +268,10 @@ def parse_options(option_strings: Iterable[str], *, cwd: str | None = None) -> M
                 if value.lower() not in _ON_OFF:
                     raise OptionError(f"fsync={value!r}: expected 0 or 1")
                 volatile = not _ON_OFF[value.lower()]
+            elif key == "sync_copyup":
+                if eq and value.lower() not in _ON_OFF:
+                    raise OptionError(f"sync_copyup={value!r}: expected on or off")
+                sync_copyup = _ON_OFF[value.lower()] if eq else True
             elif key == "threaded":
                 threaded = value in ("", "1", "on", "yes", "true")
             elif key == "timeout":
@@ -297,10 +305,13 @@ def parse_options(option_strings: Iterable[str], *, cwd: str | None = None) -> M
         raise OptionError("upperdir given without workdir (-o workdir=DIR)")
     if work is not None and upper is None:
         raise OptionError("workdir given without upperdir (-o upperdir=DIR)")
+    if volatile and sync_copyup:
+        raise OptionError("sync_copyup conflicts with volatile (fsync=0): a volatile mount "
+                          "makes no sync calls")
     return MountOptions(
         lowerdirs=tuple(lowers), upperdir=upper, workdir=work, xino=xino, read_only=read_only,
         trace=trace, threaded=threaded, timeout=timeout, fuse=tuple(fuse.items()),
-        volatile=volatile, api=api, **flags)
+        volatile=volatile, sync_copyup=sync_copyup, api=api, **flags)
 
 
 def _seconds(key: str, value: str) -> float:
@@ -467,7 +478,7 @@ def build_union(opts: MountOptions) -> UnionFS:
             lowers.insert(0, DirLayer(opts.upperdir))
     return UnionFS(lowers=lowers, upper=upper, redirect_dir=opts.redirect_dir,
                    index=opts.index, metacopy=opts.metacopy, workdir=workdir, umask=0,
-                   volatile=opts.volatile)
+                   volatile=not opts.sync_copyup)
 
 
 def serve(opts: MountOptions, mountpoint: str, *, debug: bool = False,

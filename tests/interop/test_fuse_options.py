@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from tests.interop.fuse_helpers import in_mounts, make_stack, run_cli
+from tests.interop.fuse_helpers import in_mounts, make_stack, mounted, run_cli
 from unionfs.mount import (
     OptionError,
     check_paths,
@@ -51,6 +51,15 @@ def test_cache_and_durability_options():
     assert (opts.cache_readdir, opts.readdirplus, opts.volatile) == (False, False, True)
     assert parse_options(["lowerdir=/l,fsync=0"], cwd="/").volatile is True
     assert parse_options(["lowerdir=/l,volatile,fsync=1"], cwd="/").volatile is False
+    # copy-ups are flushed before they are renamed into place only when asked (kernel
+    # overlayfs always does; fuse-overlayfs never does)
+    assert opts.sync_copyup is False
+    assert parse_options(["lowerdir=/l,sync_copyup"], cwd="/").sync_copyup is True
+    assert parse_options(["lowerdir=/l,sync_copyup=on,sync_copyup=off"]).sync_copyup is False
+    with pytest.raises(OptionError, match="conflicts with volatile"):
+        parse_options(["lowerdir=/l,sync_copyup,fsync=0"], cwd="/")
+    with pytest.raises(OptionError, match="sync_copyup='later'"):
+        parse_options(["lowerdir=/l,sync_copyup=later"], cwd="/")
     # none of them reaches libfuse, which would refuse an option it does not know
     assert opts.fuse == ()
     with pytest.raises(OptionError, match="fsync='maybe'"):
@@ -63,7 +72,9 @@ def test_volatile_reaches_the_engine(tmp_path):
     for d in ("l", "u", "w"):
         (tmp_path / d).mkdir()
     base = f"lowerdir={tmp_path}/l,upperdir={tmp_path}/u,workdir={tmp_path}/w"
-    assert build_union(parse_options([base])).volatile is False
+    # the engine's ``volatile`` is the copy-up flush: off unless sync_copyup
+    assert build_union(parse_options([base])).volatile is True
+    assert build_union(parse_options([base + ",sync_copyup"])).volatile is False
     assert build_union(parse_options([base + ",fsync=0"])).volatile is True
 
 
@@ -165,3 +176,22 @@ def test_which_outside_a_unionfs_mount_fails_clearly(tmp_path):
     r = run_cli("which", str(tmp_path / "missing"))
     assert r.returncode == 1
     assert "No such file" in r.stderr
+
+
+@pytest.mark.parametrize("extra", ["", "sync_copyup", "volatile"])
+def test_copy_up_and_sync_calls_under_each_durability(stack, extra):
+    with mounted(stack, extra=extra) as mnt:
+        with open(mnt / "data" / "big", "r+b") as f:
+            f.write(b"+")
+            os.fsync(f.fileno())
+            os.fdatasync(f.fileno())
+        for d in ("data", "emptydir", "."):  # copied-up parent, lower only, the root
+            fd = os.open(mnt / d, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        data = (stack.upper / "data" / "big").read_bytes()
+    lower = (stack.lowers[-1] / "data" / "big").read_bytes()
+    assert data == b"+" + lower[1:]
+    assert not [p for p in stack.work.rglob("*") if not p.is_dir()]  # no temporaries left
