@@ -241,6 +241,7 @@ class LowLevel:
                  threaded: bool = False) -> None:
         self.ops = ops
         self.opts = opts
+        self._fstat = hasattr(ops, "fstat")
         self.session: int | None = None
         ops.hide_renames = False
         ops.caller = self._caller
@@ -272,6 +273,9 @@ class LowLevel:
         self._overrides = (self._uid, self._gid, self._umask) != (None, None, None)
         self._buf = ctypes.create_string_buffer(_ENTRY.size)
         self._addr = ctypes.addressof(self._buf)
+        self._negative = ctypes.create_string_buffer(
+            _ENTRY.pack(*([0] * 19), 0.0, self.negative_timeout), _ENTRY.size)
+        self._negative_addr = ctypes.addressof(self._negative)
         root = ops.stat("/")
         node = _Node(_ROOT, _ROOT, "", root.st_ino, _stat.S_IFDIR)
         node.path, node.nlookup = "/", 1
@@ -536,8 +540,7 @@ class LowLevel:
         except FileNotFoundError:
             if self.negative_timeout > 0:
                 # a negative entry (node 0), kept by the kernel for the negative timeout
-                _ENTRY.pack_into(self._buf, 0, *([0] * 19), 0.0, self.negative_timeout)
-                _reply_entry(req, self._addr)
+                _reply_entry(req, self._negative_addr)
                 return
             raise
         self._reply_entry(req, self._node_for(parent, n, path, st.st_ino, st.st_mode), st)
@@ -715,7 +718,8 @@ class LowLevel:
         finally:
             self._req = None
         try:
-            st = self.ops.stat(path)
+            # the new file's attributes from its open descriptor (no lookup of the path)
+            st = self.ops.fstat(fh) if self._fstat else self.ops.stat(path)
         except BaseException:
             self.ops.release(None, fh)
             raise
@@ -876,7 +880,8 @@ class LowLevel:
         if key == _CAPABILITY and (node.orphan or node.nocap == self._capgen):
             # asked before every write: answered from memory (only a setxattr or removexattr
             # of this attribute, anywhere, makes it ask the engine again)
-            raise OSError(errno.ENODATA, os.strerror(errno.ENODATA))
+            _reply_err(req, errno.ENODATA)
+            return
         try:
             value = self.ops.getxattr(self._path(node), key)
         except OSError as e:

@@ -22,6 +22,7 @@ adapter; the ``UNIONFS_FUSE_API`` environment variable chooses when the option i
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import subprocess
 import sys
@@ -504,6 +505,11 @@ def serve_object(fs: Any, mountpoint: str, opts: MountOptions, *, debug: bool = 
             trace_file = open(opts.trace, "a", buffering=1, encoding="utf-8",  # noqa: SIM115
                               errors="backslashreplace")
             unsubscribe = _subscribe_trace(fs, trace_file)
+        # the lower layers' indexes, built above, live as long as the mount and never hold
+        # garbage: out of the cyclic collector's reach, which would otherwise walk them
+        # again and again while requests are served
+        gc.collect()
+        gc.freeze()
         run_fuse(fs, mountpoint, opts, debug=debug, on_ready=on_ready)
     finally:
         if unsubscribe is not None:
