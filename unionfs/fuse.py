@@ -62,6 +62,7 @@ if mfusepy.fuse_version_major != 3:  # pragma: no cover - depends on the host
 
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
+_S_IFMT, _S_IFDIR = 0o170000, _stat.S_IFDIR
 _UTIME_NOW = (1 << 30) - 1
 _UTIME_OMIT = (1 << 30) - 2
 
@@ -434,6 +435,17 @@ class FuseOperations(mfusepy.Operations):
         self.hide_renames = True
         #: ``(uid, gid, pid)`` of the request being served; the low-level adapter replaces it
         self.caller: Callable[[], tuple[int, int, int]] = mfusepy.fuse_get_context
+        from .union import UnionFS
+
+        #: the engine's stat of an open file (``fstat``); None for a union of another kind
+        #: (a ``MountTable``), whose open files are stat'ed by path
+        self._union_fstat = union.fstat if isinstance(union, UnionFS) else None
+        self._union_lstat_or_none = union.lstat_or_none if isinstance(union, UnionFS) \
+            else None
+        self._union_created_stat = union.created_stat if isinstance(union, UnionFS) \
+            else None
+        # a MountTable's router (see stable()); a UnionFS has none
+        self._route = getattr(union, "route", None)
 
     # -- set-up -----------------------------------------------------------------------------
 
@@ -643,10 +655,44 @@ class FuseOperations(mfusepy.Operations):
     def stat(self, path: str | None, fh: int | None = None) -> os.stat_result:
         """The attributes FUSE asks for: the engine's ``lstat``, or for a file unlinked while
         open, its open handle's."""
-        if path is None or self._is_hidden(path):
+        if path is None or ((self._hidden or self._graves) and self._is_hidden(path)):
             return self._open_stat(self._unlinked(path, fh))
         st = self.union.lstat(path)
-        if st.st_nlink > 1:
+        if st.st_nlink > 1 and (st.st_mode & _S_IFMT) != _S_IFDIR:  # (as _note checks)
+            self._note(path, st)
+        return st
+
+    def stat_or_none(self, path: str) -> os.stat_result | None:
+        """``stat(path)``, or None where it raises ``FileNotFoundError`` (ENOENT): for a
+        lookup, which answers a missing name with a negative entry, without the cost of an
+        exception where the engine knows the name is absent."""
+        get = self._union_lstat_or_none
+        if get is None or path is None or (
+                (self._hidden or self._graves) and self._is_hidden(path)):
+            try:
+                return self.stat(path)
+            except FileNotFoundError:
+                return None
+        st = get(path)
+        if st is not None and st.st_nlink > 1 and (st.st_mode & _S_IFMT) != _S_IFDIR:
+            self._note(path, st)
+        return st
+
+    def fstat(self, fh: int) -> os.stat_result:
+        """The attributes of the open file ``fh``: exactly what ``stat(path)`` returns for
+        the path it is open under (kept up to date across renames), read from its host
+        descriptor with one ``os.fstat`` where the engine can vouch for it
+        (``UnionFS.fstat``), else by path. EBADF for a handle that is not open; otherwise
+        the errors of ``stat``."""
+        o = self._files.get(fh)
+        if o is None:
+            raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+        path = o.path
+        fast = self._union_fstat
+        if fast is None or ((self._hidden or self._graves) and self._is_hidden(path)):
+            return self.stat(path, fh)
+        st = fast(o.file, path)
+        if st.st_nlink > 1 and (st.st_mode & _S_IFMT) != _S_IFDIR:
             self._note(path, st)
         return st
 
@@ -672,7 +718,7 @@ class FuseOperations(mfusepy.Operations):
         """Whether ``path`` changes only through this mount, so that listings and open
         objects may be kept: always in a ``UnionFS``; in a ``MountTable`` only inside its
         unions (a host directory mounted as a volume changes under the host's hands)."""
-        route = getattr(self.union, "route", None)
+        route = self._route
         if route is None:
             return True
         from .union import UnionFS
@@ -923,7 +969,7 @@ class FuseOperations(mfusepy.Operations):
         return fh
 
     def open(self, path: str, flags: int) -> int:
-        if self._is_hidden(path):
+        if (self._hidden or self._graves) and self._is_hidden(path):
             return self._reopen(path, flags)
         if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND):
             self._reads.drop(path)
@@ -942,14 +988,36 @@ class FuseOperations(mfusepy.Operations):
         return fh
 
     def create(self, path: str, mode: int, flags: int = os.O_WRONLY) -> int:
-        self._dirty(path)
+        # (_dirty(path), spelled out: every file a program makes comes through here)
+        self._reads.drop(path)
+        if self._listings:
+            self._listings.pop(os.path.dirname(path) or "/", None)
         f = self.union.open(path, flags | os.O_CREAT, perm=_stat.S_IMODE(mode))
         try:
             self._give_to_caller(path)
-            return self._add(f, path)
+            fh = next(self._next_fh)
+            self._files[fh] = _Open(f, path)
+            return fh
         except BaseException:
             f.close()
             raise
+
+    def create_stat(self, path: str, mode: int, flags: int = os.O_WRONLY
+                    ) -> tuple[int, os.stat_result]:
+        """``create``, and the new file's attributes: exactly what ``fstat(fh)`` returns
+        right after it, with no host call where the engine kept the stat it took when it
+        made the file (``UnionFS.created_stat``). For a create handler, which replies with
+        both before anything else can use the handle. Errors as ``create``."""
+        fh = self.create(path, mode, flags)
+        get = self._union_created_stat
+        st = get(self._files[fh].file) if get is not None else None
+        if st is None:
+            try:
+                st = self.fstat(fh)
+            except BaseException:
+                self.release(None, fh)
+                raise
+        return fh, st
 
     def read(self, path: str | None, size: int, offset: int, fh: int) -> bytes:
         return self._file(fh).pread(size, offset)

@@ -13,6 +13,7 @@ symlinks: ``lookup("/a/b")`` where ``/a`` is a symlink in this layer returns ``N
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno as _errno
 import hashlib
 import os
@@ -20,7 +21,7 @@ import stat as _stat
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import BinaryIO, Protocol, runtime_checkable
+from typing import Any, BinaryIO, Protocol, runtime_checkable
 
 from . import whiteout as _wh
 from .entry import Entry, Kind
@@ -634,19 +635,86 @@ def _default_cache_dir() -> str:
 
 _KIND_OF_FMT = {k.s_ifmt: k for k in Kind if k is not Kind.WHITEOUT}
 
+_ENTRY_FIELDS = ("kind", "mode", "uid", "gid", "size", "atime_ns", "mtime_ns", "ctime_ns",
+                 "nlink", "rdev", "ino", "target", "xattrs", "opaque", "redirect", "metacopy",
+                 "origin_ino")
+
+
+def _entry_maker() -> Callable[..., Entry]:
+    """``Entry`` with every field given positionally, made by setting its slots directly.
+
+    A frozen dataclass's ``__init__`` sets each of the 17 fields through
+    ``object.__setattr__``, looked up anew each time: 3 us per entry, the largest Python cost
+    of a lookup, a refresh or a create. Setting the slots through their descriptors makes the
+    same object (equal, same hash) in half the time. Should ``Entry`` ever change its fields
+    or lose its slots, this is ``Entry`` itself."""
+    try:
+        if tuple(f.name for f in dataclasses.fields(Entry)) != _ENTRY_FIELDS:
+            return Entry
+        (s_kind, s_mode, s_uid, s_gid, s_size, s_atime, s_mtime, s_ctime, s_nlink, s_rdev,
+         s_ino, s_target, s_xattrs, s_opaque, s_redirect, s_metacopy, s_origin) = (
+            Entry.__dict__[name].__set__ for name in _ENTRY_FIELDS)
+    except (KeyError, AttributeError, TypeError):  # pragma: no cover - Entry not slotted
+        return Entry
+    new = object.__new__
+
+    def make(kind: Kind, mode: int, uid: int, gid: int, size: int, atime_ns: int,
+             mtime_ns: int, ctime_ns: int, nlink: int, rdev: int, ino: int,
+             target: str | None, xattrs: tuple, opaque: bool, redirect: str | None,
+             metacopy: bool, origin_ino: int | None) -> Entry:
+        e = new(Entry)
+        s_kind(e, kind)
+        s_mode(e, mode)
+        s_uid(e, uid)
+        s_gid(e, gid)
+        s_size(e, size)
+        s_atime(e, atime_ns)
+        s_mtime(e, mtime_ns)
+        s_ctime(e, ctime_ns)
+        s_nlink(e, nlink)
+        s_rdev(e, rdev)
+        s_ino(e, ino)
+        s_target(e, target)
+        s_xattrs(e, xattrs)
+        s_opaque(e, opaque)
+        s_redirect(e, redirect)
+        s_metacopy(e, metacopy)
+        s_origin(e, origin_ino)
+        return e
+
+    return make
+
+
+#: ``make_entry(kind, mode, uid, gid, size, atime_ns, mtime_ns, ctime_ns, nlink, rdev, ino,
+#: target, xattrs, opaque, redirect, metacopy, origin_ino)``: ``Entry(...)``, faster
+make_entry = _entry_maker()
+
 
 def _entry_from_stat(st: os.stat_result, host: str, xattrs, marks: _wh.Marks,
                      opaque: bool = False) -> Entry:
     kind = _KIND_OF_FMT.get(_stat.S_IFMT(st.st_mode)) or Kind.from_mode(st.st_mode)
     target = os.readlink(host) if kind is Kind.SYMLINK else None
-    return Entry(kind=kind, mode=_stat.S_IMODE(st.st_mode), uid=st.st_uid, gid=st.st_gid,
-                 size=st.st_size, atime_ns=st.st_atime_ns, mtime_ns=st.st_mtime_ns,
-                 ctime_ns=st.st_ctime_ns, nlink=st.st_nlink, rdev=st.st_rdev, ino=st.st_ino,
-                 target=target, xattrs=xattrs, opaque=opaque or marks.opaque,
-                 redirect=marks.redirect, metacopy=marks.metacopy, origin_ino=marks.origin_ino)
+    return make_entry(kind, _stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_size,
+                      st.st_atime_ns, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink, st.st_rdev,
+                      st.st_ino, target, xattrs, opaque or marks.opaque, marks.redirect,
+                      marks.metacopy, marks.origin_ino)
 
 
 _WHITEOUT_ENTRY = Entry(kind=Kind.WHITEOUT, mode=0, nlink=1)
+
+#: ``upper.HostFile``, the file class of this module's layers: ``upper`` imports this module,
+#: so it is imported on first use (``_host_file``) and kept here (an import statement in a
+#: function costs a microsecond per call: every open)
+_HOST_FILE: Any = None
+
+
+def _host_file() -> Any:
+    global _HOST_FILE
+    if _HOST_FILE is None:
+        from .upper import HostFile
+
+        _HOST_FILE = HostFile
+    return _HOST_FILE
 
 
 class DirLayer:
@@ -688,6 +756,7 @@ class DirLayer:
         #: origin handles of a read-only layer's files (kernel index names), by path
         self._handles: dict[str, _wh.OriginHandle | None] = {}
         self.index_source = "live"
+        self._dev: int | None = None  # the host st_dev of the root (host_stat), once asked
         #: a read-only layer answers from its index; ``index=False`` makes it probe the
         #: host per path instead (a directory that may still change, read as a lower)
         self.indexed = not writable and index
@@ -873,22 +942,52 @@ class DirLayer:
         the upper changes only through it.) A file with user-visible xattrs or several
         links is always looked up in full: the kernel drops ``security.capability`` by
         itself when such a file is written, and another name may have changed it."""
+        st = self.host_stat(path, previous)
+        if st is None:
+            return self.lookup(path)
+        return make_entry(previous.kind, _stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid,
+                          st.st_size, st.st_atime_ns, st.st_mtime_ns, st.st_ctime_ns,
+                          st.st_nlink, st.st_rdev, st.st_ino, None, previous.xattrs,
+                          previous.opaque, previous.redirect, previous.metacopy,
+                          previous.origin_ino)
+
+    def host_stat(self, path: str, previous: Entry, fd: int | None = None
+                  ) -> os.stat_result | None:
+        """The host ``stat`` of ``path`` -- or, for a regular file, ``fstat`` of ``fd``, a
+        descriptor of it -- when ``refresh(path, previous)`` would be ``previous`` with that
+        stat's attributes (same promise as ``refresh``): ``previous`` is a directory, or a
+        regular file with one link and no user-visible xattrs, and the host object is still
+        that inode and kind (a file: with one link; ``fd``: on this layer's filesystem).
+        None otherwise, or when the host call fails: then ``refresh`` looks it up in full.
+        One host call, no ``Entry`` made."""
         kind = previous.kind
-        if self._raw is not None or not (
-                kind is Kind.DIR or (kind is Kind.FILE and previous.nlink == 1
-                                     and not previous.xattrs)):
-            return self.lookup(path)
+        if self._raw is not None:
+            return None
+        if kind is Kind.FILE:
+            if previous.nlink != 1 or previous.xattrs:
+                return None
+        elif kind is not Kind.DIR or fd is not None:
+            return None
         try:
-            st = os.lstat(self._host(path))
+            if fd is None:
+                st = os.lstat(self._host(path))
+            else:
+                st = os.fstat(fd)
+                dev = self._dev
+                if dev is None:
+                    dev = self._dev = os.stat(self.root).st_dev
+                if st.st_dev != dev:
+                    return None
         except OSError:
-            return self.lookup(path)
-        if st.st_ino != previous.ino or _KIND_OF_FMT.get(_stat.S_IFMT(st.st_mode)) is not kind \
-                or (kind is Kind.FILE and st.st_nlink != 1):
-            return self.lookup(path)
-        return Entry(kind, _stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_size,
-                     st.st_atime_ns, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink, st.st_rdev,
-                     st.st_ino, None, previous.xattrs, previous.opaque, previous.redirect,
-                     previous.metacopy, previous.origin_ino)
+            return None
+        if st.st_ino != previous.ino:
+            return None
+        if kind is Kind.FILE:
+            if st.st_nlink != 1 or not _stat.S_ISREG(st.st_mode):
+                return None
+        elif not _stat.S_ISDIR(st.st_mode):
+            return None
+        return st
 
     def entries(self, path: str) -> list[tuple[str, Entry]]:
         """``(name, lookup(path/name))`` for every name of ``listdir(path)``, in one call
@@ -971,13 +1070,11 @@ class DirLayer:
             raise from_oserror(e, path) from None
 
     def open_read(self, path: str) -> BinaryIO:
-        from .upper import HostFile
-
         try:
             fd = os.open(self._host(path), os.O_RDONLY | os.O_NOFOLLOW)
         except OSError as e:
             raise from_oserror(e, path) from None
-        return HostFile(fd, readable=True, writable=False, name=path)  # type: ignore[return-value]
+        return (_HOST_FILE or _host_file())(fd, readable=True, writable=False, name=path)
 
     def readlink(self, path: str) -> str:
         try:
@@ -1026,12 +1123,13 @@ class DirLayer:
 
     def open_write(self, path: str, *, create: bool = False, truncate: bool = False,
                    mode: int = 0o644, append: bool = False, readable: bool = True,
-                   known_absent: bool = False) -> BinaryIO:
+                   known_absent: bool = False, describe: bool = False) -> BinaryIO:
         """``WritableLayer.open_write``; ``known_absent``: the caller has just looked
         ``path`` up here and found nothing, no whiteout either (skips the check for an OCI
-        ``.wh.`` marker after the create)."""
-        from .upper import HostFile
-
+        ``.wh.`` marker after the create). ``describe``: the file object's ``entry`` is
+        what ``lookup(path)`` would answer for a file this call created (from its
+        descriptor: no lookup), or None (the file was there before, or carries extended
+        attributes the host gave it, e.g. a default ACL: a lookup reads them)."""
         host = self._host(path)
         flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC
         if truncate:
@@ -1059,9 +1157,41 @@ class DirLayer:
             raise NotFound(path) from None
         except OSError as e:
             raise from_oserror(e, path) from None
+        f = (_HOST_FILE or _host_file())(fd, readable=readable, writable=True, append=append,
+                                         name=path)
+        if describe:
+            f.entry = None
         if created:
-            os.fchmod(fd, mode & 0o7777)
-        return HostFile(fd, readable=readable, writable=True, append=append, name=path)  # type: ignore[return-value]
+            try:
+                if describe and not _wh.is_reserved_name(path[path.rfind("/") + 1:]):
+                    f.entry = self._new_file_entry(fd, mode & 0o7777)
+                else:
+                    os.fchmod(fd, mode & 0o7777)
+            except OSError as e:
+                f.close()
+                raise from_oserror(e, path) from None
+        return f  # type: ignore[return-value]
+
+    @staticmethod
+    def _new_file_entry(fd: int, perm: int) -> Entry | None:
+        """Give the file just created on ``fd`` the permission bits ``perm`` (the creating
+        ``open`` applied the process umask) and return its ``Entry`` as ``lookup`` makes it,
+        or None when the host gave it extended attributes (the caller looks it up)."""
+        st = os.fstat(fd)
+        if _stat.S_IMODE(st.st_mode) != perm:
+            os.fchmod(fd, perm)
+            st = os.fstat(fd)
+        try:
+            if os.listxattr(fd):
+                return None
+        except OSError as e:
+            if e.errno not in (_errno.ENOTSUP, _errno.EPERM):  # as whiteout.read_xattrs
+                raise
+        # (no xattrs: no overlay marks, no user-visible attributes)
+        return make_entry(Kind.FILE, _stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid,
+                          st.st_size, st.st_atime_ns, st.st_mtime_ns, st.st_ctime_ns,
+                          st.st_nlink, st.st_rdev, st.st_ino, None, (), False, None, False,
+                          None)
 
     def _tempname(self, kind: str = "tmp") -> str:
         with self._lock:
@@ -1388,10 +1518,9 @@ def _unpack(rec: list) -> Entry:
         return _WHITEOUT_ENTRY
     (_, mode, uid, gid, size, atime, mtime, ctime, nlink, rdev, ino, target, xattrs, opaque,
      redirect, metacopy, origin) = rec
-    return Entry(kind=kind, mode=mode, uid=uid, gid=gid, size=size, atime_ns=atime,
-                 mtime_ns=mtime, ctime_ns=ctime, nlink=nlink, rdev=rdev, ino=ino,
-                 target=target, xattrs=tuple((k, v) for k, v in xattrs) if xattrs else (),
-                 opaque=opaque, redirect=redirect, metacopy=metacopy, origin_ino=origin)
+    return make_entry(kind, mode, uid, gid, size, atime, mtime, ctime, nlink, rdev, ino,
+                      target, tuple((k, v) for k, v in xattrs) if xattrs else (), opaque,
+                      redirect, metacopy, origin)
 
 
 def _atomic_write(path: str, data: bytes) -> None:

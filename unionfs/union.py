@@ -54,8 +54,16 @@ RENAME_EXCHANGE = 2
 RENAME_WHITEOUT = 4
 
 _MAX_SYMLINKS = 40
+# the open flags, bound once (``_open`` runs for every file a program opens)
+_O_ACCMODE, _O_RDONLY, _O_WRONLY, _O_RDWR = os.O_ACCMODE, os.O_RDONLY, os.O_WRONLY, os.O_RDWR
+_O_CREAT, _O_EXCL, _O_TRUNC, _O_APPEND = os.O_CREAT, os.O_EXCL, os.O_TRUNC, os.O_APPEND
+_O_NOFOLLOW, _O_DIRECTORY = os.O_NOFOLLOW, os.O_DIRECTORY
+_CHANGING_FLAGS = _O_WRONLY | _O_RDWR | _O_CREAT | _O_TRUNC | _O_APPEND
 _MISS = object()
 _S_IFMT = {k: k.s_ifmt for k in Kind}
+#: the same by the kind's value (an Enum member hashes in Python: this lookup does not)
+_S_IFMT_OF_VALUE = {k._value_: k.s_ifmt for k in Kind}
+_S_IFREG = _stat.S_IFREG
 #: kinds whose lower stack is the object alone when no other layer has the name
 _SIMPLE_KINDS = frozenset(k for k in Kind if k not in (Kind.DIR, Kind.WHITEOUT))
 #: the same by record code (``DirLayer.records``), and each code's ``S_IFMT`` bits
@@ -90,11 +98,7 @@ def _changing(fn):
     @functools.wraps(fn)
     def wrapper(self, *args, **kwargs):
         with self._lock:
-            self._changing += 1
-            try:
-                return fn(self, *args, **kwargs)
-            finally:
-                self._changing -= 1
+            return fn(self, *args, **kwargs)
 
     return wrapper
 
@@ -145,6 +149,31 @@ class _TrackedUpper:
               fs: UnionFS) -> Callable:
         lookup = fs.upper.lookup
         names = _NAMES.get(name)
+        if where == (0,) and scope in ("path", "attrs"):
+            # the common shape (one path, first): the same steps without the general
+            # wrapper's list and scope tests (a create's hottest Python)
+            forget, stat_only = fs._forget, scope == "attrs"
+            if names is None:
+                def write_one(path: str, *args: Any, **kwargs: Any) -> Any:
+                    try:
+                        return method(path, *args, **kwargs)
+                    finally:
+                        forget(path, False, stat_only)
+
+                return write_one
+            names_changed = fs._names_changed
+
+            def write_named(path: str, *args: Any, **kwargs: Any) -> Any:
+                ok = False
+                try:
+                    result = method(path, *args, **kwargs)
+                    ok = True
+                    return result
+                finally:
+                    forget(path, False, stat_only)
+                    names_changed(name, names, (path, *args), ok)
+
+            return write_named
 
         def write(*args: Any, **kwargs: Any) -> Any:
             paths = [args[k] for k in where if k < len(args)]
@@ -569,6 +598,9 @@ class UnionFile:
     def pwrite(self, data: bytes, offset: int) -> int:
         return self._inner.pwrite(data, offset)
 
+    def fileno(self) -> int:
+        return self._inner.fileno()
+
     def flush(self) -> None:
         self._inner.flush()
 
@@ -690,6 +722,8 @@ class UnionFS:
         #: the upper takes ``known_absent=`` (skip its own EEXIST/whiteout probe of a name
         #: the engine has just looked up)
         self._absent_kw = {"known_absent": True} if isinstance(upper, DirLayer) else {}
+        #: ... and for a create, ``describe=`` too (the new file's Entry from its descriptor)
+        self._create_kw = dict(self._absent_kw, describe=True) if self._absent_kw else {}
         #: stats of paths resolved without a symlink (dropped by path when the upper
         #: changes there) and of paths resolved through one (dropped on every change)
         self._stat_cache: dict[tuple[str, bool], os.stat_result] = {}
@@ -706,7 +740,9 @@ class UnionFS:
         #: them, kept up to date by ``_names_changed``: a name not there is absent, with no
         #: host call (the negative lookups of creates, ``tar x``, ``cp -a``)
         self._complete: dict[str, set[str]] = {}
-        self._changing = 0
+        #: counts the changes of the upper made through the engine (every ``_forget``,
+        #: ``_retimed``, ``_clear_caches``): ``created_stat`` tells "nothing since" by it
+        self._gen = 0
         self._up = _TrackedUpper(upper, self) if upper is not None else None
         self._lower = _LowerView(self.lowers)
         self.upper_name = getattr(upper, "name", "upper") if upper is not None else None
@@ -758,6 +794,7 @@ class UnionFS:
             self._clear_caches()
 
     def _clear_caches(self) -> None:
+        self._gen += 1
         self._ucache.clear()
         self._complete.clear()
         self._ptimes.clear()
@@ -773,6 +810,7 @@ class UnionFS:
         the parent's stat goes and its entry is marked stale. ``stat_only``: only what a
         host ``stat`` shows changed (mode, owner, size): a kept upper file (``_ufiles``)
         stays. Called with the lock held."""
+        self._gen += 1
         if (path == "/" and tree) or self.index:
             # index=on: a change of one name moves the link counts of the other names of
             # its hard-link group, wherever they are: start over
@@ -813,6 +851,7 @@ class UnionFS:
     def _retimed(self, path: str) -> None:
         """Only the times of the upper object at ``path`` changed (``utime``): its stat
         goes, its cached entry is kept but marked stale (see ``_stale``)."""
+        self._gen += 1
         if self.index:
             self._clear_caches()
             return
@@ -1166,17 +1205,93 @@ class UnionFS:
                 st = lower.st = lower.make_stat(self.st_dev)  # type: ignore[union-attr]
             return st
         if self._stale:
+            if node.path in self._stale and self._refresh is not None:
+                st = self._stale_dir_stat(node)
+                if st is not None:
+                    return st
             self._fresh(node)
         e = node.entry
         ino = self._ino(node)
-        nlink = self._nlink(node)
+        # (_nlink's answer without its calls where it is the entry's own: no lower part,
+        # so not merged, and no index)
+        nlink = e.nlink if lower is None and not self.index else self._nlink(node)
         size = e.size
-        blocks = (size + 511) // 512
+        at, mt, ct = e.atime_ns, e.mtime_ns, e.ctime_ns
         return os.stat_result((
-            (_S_IFMT[e.kind] | (e.mode & 0o7777)), ino, self.st_dev, nlink, e.uid, e.gid, size,
-            e.atime_ns // 1_000_000_000, e.mtime_ns // 1_000_000_000,
-            e.ctime_ns // 1_000_000_000, e.atime_ns / 1e9, e.mtime_ns / 1e9, e.ctime_ns / 1e9,
-            e.atime_ns, e.mtime_ns, e.ctime_ns, 4096, blocks, e.rdev))
+            _S_IFMT_OF_VALUE[e.kind._value_] | (e.mode & 0o7777), ino, self.st_dev, nlink,
+            e.uid, e.gid, size, at // 1_000_000_000, mt // 1_000_000_000, ct // 1_000_000_000,
+            at / 1e9, mt / 1e9, ct / 1e9, at, mt, ct, 4096, (size + 511) // 512, e.rdev))
+
+    def _stale_dir_stat(self, node: _Node) -> os.stat_result | None:
+        """``_stat_of`` of a stale upper directory (``_stale``: only what a host stat shows
+        moved) from one host stat, without bringing its entry up to date: the entry stays
+        stale for whatever else needs its times (``_fresh``), and the stat is cached by the
+        caller until the next change. None when the host stat says more changed (the
+        caller refreshes in full)."""
+        e = node.upper
+        if e is None or e.kind is not Kind.DIR or self.index:
+            return None
+        st = self.upper.host_stat(node.path, e)
+        if st is None:
+            return None
+        ino = self._ino(node)  # (its inode and origin are the entry's: same host inode)
+        size = st.st_size
+        at, mt, ct = st.st_atime_ns, st.st_mtime_ns, st.st_ctime_ns
+        return os.stat_result((
+            _stat.S_IFDIR | (st.st_mode & 0o7777), ino, self.st_dev,
+            1 if node.merged else st.st_nlink, st.st_uid, st.st_gid, size,
+            at // 1_000_000_000, mt // 1_000_000_000, ct // 1_000_000_000,
+            at / 1e9, mt / 1e9, ct / 1e9, at, mt, ct, 4096, (size + 511) // 512, st.st_rdev))
+
+    def _upper_file_stat(self, e: Entry, st: os.stat_result) -> os.stat_result:
+        """``_stat_of`` of the node of an upper regular file with no lower part (not a
+        metacopy file) whose cached entry is ``e`` and whose host stat is ``st``
+        (``DirLayer.host_stat``): what refreshing ``e`` and ``_stat_of`` would give."""
+        ino = e.origin_ino
+        if ino is None:
+            ino = self._ino_map.get(st.st_ino)
+            if ino is None:
+                ino = _compose_ino(0, st.st_ino)
+        size = st.st_size
+        at, mt, ct = st.st_atime_ns, st.st_mtime_ns, st.st_ctime_ns
+        return os.stat_result((
+            _S_IFREG | (st.st_mode & 0o7777), ino, self.st_dev, 1, st.st_uid, st.st_gid, size,
+            at // 1_000_000_000, mt // 1_000_000_000, ct // 1_000_000_000,
+            at / 1e9, mt / 1e9, ct / 1e9, at, mt, ct, 4096, (size + 511) // 512, st.st_rdev))
+
+    def _known_file_stat(self, p: str, fd: int | None = None) -> os.stat_result | None:
+        """The stat of ``p`` with one host call, when it is an upper regular file the
+        engine looked up or made before (``_ufiles``) and nothing but what a host stat shows
+        has changed since (``DirLayer.host_stat``; ``fd``: an open descriptor of it, asked
+        instead of the path). The walk to it is not needed: every change of ``p``, or of a
+        directory above it, drops it from ``_ufiles`` (``_forget``). None: not known so;
+        ask the general way. Called with the lock held."""
+        e = self._ufiles.get(p)
+        if e is None or e.metacopy or self.index or p in self._ucache:
+            return None
+        st = self.upper.host_stat(p, e, fd)
+        return None if st is None else self._upper_file_stat(e, st)
+
+    def _known_absent(self, p: str, cut: int) -> bool:
+        """True when the caches prove that nothing is at ``p`` (whose last "/" is at ``cut``):
+        its parent is a resolved directory the engine made in the upper (``_complete``
+        lists every name in it, and ``p``'s is not there) with no lower part showing the
+        name. What ``_resolve`` would find, without a step of it; False: not known so."""
+        names_in = self._complete.get(p[:cut] or "/")
+        name = p[cut + 1:]
+        if names_in is None or name in names_in or len(name) > 63:
+            return False
+        parent = self._dnodes.get(p[:cut] or "/")
+        if parent is None or parent.upper is None or parent.upper.kind is not Kind.DIR \
+                or self.index:
+            return False
+        if self._ucache.get(p) is not None:
+            return False
+        if parent.lower_dirs_visible():
+            kids = parent.lower.children  # type: ignore[union-attr]
+            if kids is None or name in kids:
+                return False
+        return True
 
     def _index_entry(self, key: str) -> Entry | None:
         finder = getattr(self._up, "index_entry", None)
@@ -1186,6 +1301,14 @@ class UnionFS:
     def stat(self, path: Any, *, follow_symlinks: bool = True) -> os.stat_result:
         """``os.stat``: ENOENT, ENOTDIR, ELOOP, ENAMETOOLONG."""
         p = self._norm(path)
+        st = self._lookup_stat(p, follow_symlinks)
+        if st is None:
+            raise NotFound(p)
+        return st
+
+    def _lookup_stat(self, p: str, follow_symlinks: bool) -> os.stat_result | None:
+        """``stat`` of the normalised ``p``, None when its last name is absent (the other
+        errors are raised)."""
         key = (p, follow_symlinks)
         st = self._stat_cache.get(key)
         if st is not None:
@@ -1212,9 +1335,18 @@ class UnionFS:
                             st = ln.st = ln.make_stat(self.st_dev)
                         return st
         with self._lock:
+            if p != "/":
+                # an upper file known to the engine (one host stat) or a name the caches
+                # prove absent (the lookup before a create): no walk
+                if self._ufiles and p in self._ufiles:
+                    st = self._known_file_stat(p)
+                    if st is not None:
+                        return st
+                elif self._complete and self._known_absent(p, cut):
+                    return None
             node, missing, linked = self._resolve(p, follow_symlinks)
             if missing is not None:
-                raise NotFound(p)
+                return None
             st = self._stat_of(node)
             # kept until the upper changes there, unless an upper non-directory is
             # involved: open files change those without the engine seeing it
@@ -1224,7 +1356,76 @@ class UnionFS:
 
     def lstat(self, path: Any) -> os.stat_result:
         """``os.lstat`` (does not follow a final symlink)."""
-        return self.stat(path, follow_symlinks=False)
+        p = self._norm(path)
+        st = self._lookup_stat(p, False)
+        if st is None:
+            raise NotFound(p)
+        return st
+
+    def lstat_or_none(self, path: Any) -> os.stat_result | None:
+        """``lstat(path)``, or None where it raises ``FileNotFoundError`` (ENOENT): the
+        lookup of a name that may not be there (every create starts with one) costs no
+        exception where the engine knows the name is absent. Other errors are raised as
+        ``lstat`` raises them: ENOTDIR, ELOOP, ENAMETOOLONG."""
+        try:
+            return self._lookup_stat(self._norm(path), False)
+        except FileNotFoundError:  # (a missing parent directory, an empty path)
+            return None
+
+    def fstat(self, f: Any, path: Any = None) -> os.stat_result:
+        """``lstat(path)`` for ``f``, a file this union opened that is linked at ``path``
+        (default: the path it was opened at, ``f.path``): the same result, field for field,
+        read with one ``os.fstat`` of ``f``'s host descriptor where the engine can vouch
+        that the descriptor is the object at ``path`` -- an upper regular file with one link
+        and no xattrs or metacopy mark that the engine made or looked up there and has not
+        replaced since, on a ``DirLayer`` upper, with ``index=off``. Anything else (no host
+        descriptor, a lower file, hard links, a file unlinked or renamed away, index=on) is
+        answered by ``lstat(path)`` itself, so the result never depends on which way it was
+        made. Raises as ``lstat``: ENOENT, ENOTDIR, ELOOP, ENAMETOOLONG."""
+        ufiles = self._ufiles
+        if path is None:
+            p = f.path
+        elif type(path) is str and path in ufiles:
+            p = path  # (a key of _ufiles is a normalised path)
+        else:
+            p = self._norm(path)
+        if ufiles and p in ufiles:
+            try:
+                fd = f.fileno()
+            except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+                fd = None
+            if fd is not None:
+                with self._lock:
+                    st = self._known_file_stat(p, fd)
+                if st is not None:
+                    return st
+        return self.stat(p, follow_symlinks=False)
+
+    def created_stat(self, f: Any) -> os.stat_result | None:
+        """``lstat(f.path)`` of the file ``f`` that ``open`` has just created, made from
+        the stat its upper took when it made it (``DirLayer.open_write(describe=True)``):
+        no host call. None -- ask ``fstat`` -- unless nothing in the union has changed since
+        (no change of the upper through the engine: a chown of the new file, for one, or a
+        create elsewhere) and the upper described it. The caller must ask before anything
+        else uses ``f`` (a write through it, even a read, which moves the access time), as
+        a create handler does before it replies."""
+        gen = getattr(f, "entry_gen", None)
+        if gen is None or gen != self._gen or self.index:
+            return None
+        e = f.entry
+        if self._ufiles.get(f.path) is not e:
+            return None
+        ino = e.origin_ino
+        if ino is None:
+            ino = self._ino_map.get(e.ino)
+            if ino is None:
+                ino = _compose_ino(0, e.ino)
+        size = e.size
+        at, mt, ct = e.atime_ns, e.mtime_ns, e.ctime_ns
+        return os.stat_result((
+            _S_IFREG | (e.mode & 0o7777), ino, self.st_dev, e.nlink, e.uid, e.gid, size,
+            at // 1_000_000_000, mt // 1_000_000_000, ct // 1_000_000_000,
+            at / 1e9, mt / 1e9, ct / 1e9, at, mt, ct, 4096, (size + 511) // 512, e.rdev))
 
     def exists(self, path: Any) -> bool:
         """True when ``path`` resolves (following symlinks), like ``os.path.exists``."""
@@ -1840,7 +2041,7 @@ class UnionFS:
         truncation or append copies a lower file up first. Raises ENOENT, EEXIST
         (exclusive create), EISDIR, EROFS, ELOOP, ENOTDIR."""
         flags = _mode_to_flags(mode)
-        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND):
+        if flags & _CHANGING_FLAGS:
             inner, upath, ino = self._open_changing(path, flags, perm)
         else:
             inner, upath, ino = self._open(path, flags, perm)
@@ -1855,25 +2056,41 @@ class UnionFS:
     def _open_changing(self, path: Any, flags: int, perm: int) -> tuple[Any, str, int | None]:
         return self._open(path, flags, perm)
 
-    def _created_ino(self, f: Any) -> int | None:
-        """The union inode number of a file this union just created in the upper, from its
-        open descriptor (no lookup); None when the file has no host descriptor."""
-        try:
-            host_ino = os.fstat(f.fileno()).st_ino
-        except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
-            return None
+    def _created_ino(self, f: Any, path: str, gen: int) -> int | None:
+        """The union inode number of the file ``path`` this union just created in the upper,
+        from its open descriptor (no lookup); None when the file has no host descriptor.
+        Where the upper described the new file (``DirLayer.open_write(describe=True)``), the
+        description is kept as ``_upper_lookup`` would keep it, so the file's next lookup is
+        one host ``stat`` (``_ufiles``) instead of a full one; ``gen``: the change count
+        (``_gen``) when the description was made, for ``created_stat``."""
+        e = getattr(f, "entry", None)
+        if e is not None:
+            host_ino = e.ino
+            if self._refresh is not None and e.nlink == 1 and path not in self._ucache:
+                self._ufiles[path] = e
+                f.entry_gen = gen
+        else:
+            try:
+                host_ino = os.fstat(f.fileno()).st_ino
+            except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+                return None
         mapped = self._ino_map.get(host_ino)  # (as _upper_ino: a new file has no origin)
         return mapped if mapped is not None else _compose_ino(0, host_ino)
 
     def _open(self, path: Any, flags: int, perm: int) -> tuple[Any, str, int | None]:
         """(layer file, union path, union inode number or None when not known here)."""
         p = self._norm(path)
-        acc = flags & os.O_ACCMODE
-        write = acc in (os.O_WRONLY, os.O_RDWR)
-        create, excl = bool(flags & os.O_CREAT), bool(flags & os.O_EXCL)
-        trunc, append = bool(flags & os.O_TRUNC), bool(flags & os.O_APPEND)
+        acc = flags & _O_ACCMODE
+        write = acc in (_O_WRONLY, _O_RDWR)
+        create, excl = bool(flags & _O_CREAT), bool(flags & _O_EXCL)
+        trunc, append = bool(flags & _O_TRUNC), bool(flags & _O_APPEND)
         with self._lock:
-            if (create and excl) or flags & os.O_NOFOLLOW:
+            cut = p.rfind("/")
+            known_absent = create and p != "/" and bool(self._complete) and \
+                self._known_absent(p, cut)
+            if known_absent:  # (the usual create: the caches know the name is free)
+                parent, node, name = self._dnodes[p[:cut] or "/"], None, p[cut + 1:]
+            elif (create and excl) or flags & _O_NOFOLLOW:
                 parent, node, name = self._lookup_nofollow(p)
             else:
                 found, missing = self._walk_parent(p, True)
@@ -1884,33 +2101,38 @@ class UnionFS:
             if node is None:
                 if not create:
                     raise NotFound(p)
-                if flags & os.O_DIRECTORY:
+                if flags & _O_DIRECTORY:
                     raise NotFound(p)
                 self._need_upper(p)
                 _check_name(name, p)
-                parent = self._prepare_create(parent, name)
-                cpath = _p.join(parent.path, name)
-                self._clear_whiteout(cpath)
+                if known_absent:  # (an upper directory: nothing to copy up; no whiteout)
+                    cpath = p
+                else:
+                    parent = self._prepare_create(parent, name)
+                    cpath = _p.join(parent.path, name)
+                    self._clear_whiteout(cpath)
                 # the name was just looked up, and a whiteout there removed
                 f = self._up.open_write(cpath, create=True, truncate=True,
                                         mode=self._new_mode(perm), append=append,
-                                        readable=acc == os.O_RDWR, **self._absent_kw)
+                                        readable=acc == _O_RDWR, **self._create_kw)
+                gen = self._gen  # (the upper as the new file's description shows it)
                 self._inherit_group(parent, cpath, False)
-                ino = self._created_ino(f)
-                if acc == os.O_RDONLY:
+                ino = self._created_ino(f, cpath, gen)
+                if acc == _O_RDONLY:
                     f.close()
                     return self._up.open_read(cpath), cpath, ino
                 return f, cpath, ino
             if create and excl:
                 raise Exists(p)
-            if node.kind is Kind.SYMLINK:
+            kind = node.kind
+            if kind is Kind.SYMLINK:
                 raise Loop(p)  # O_NOFOLLOW on a symlink
-            if node.is_dir:
+            if kind is Kind.DIR:
                 if write or create or trunc:
                     raise IsADir(p)
                 raise IsADir(p, "open() of a directory: use listdir/scandir")
-            if node.kind is not Kind.FILE:
-                raise InvalidPath(p, f"cannot open a {node.kind.value} through the engine")
+            if kind is not Kind.FILE:
+                raise InvalidPath(p, f"cannot open a {kind.value} through the engine")
             if write or trunc:
                 self._need_upper(p)
                 if node.upper is None:
@@ -1920,9 +2142,10 @@ class UnionFS:
                     if trunc and node.upper.metacopy:
                         self._up.set_metacopy(node.path, False)
                 return self._up.open_write(node.path, truncate=trunc, append=append,
-                                           readable=acc == os.O_RDWR), node.path, \
+                                           readable=acc == _O_RDWR), node.path, \
                     self._ino(node)
-            if node.upper is None and not (node.alias is not None and node.alias.metacopy):
+            if self.index and node.upper is None and not (
+                    node.alias is not None and node.alias.metacopy):
                 # (a metacopy index entry, which only the kernel makes, has its data below)
                 key = self._index_key(node)
                 if key is not None and self._up.index_lookup(key):
