@@ -241,7 +241,9 @@ class LowLevel:
                  threaded: bool = False) -> None:
         self.ops = ops
         self.opts = opts
-        self._fstat = hasattr(ops, "fstat")
+        # the operations' shortcuts where they have them (a FuseOperations does)
+        self._stat_or_none = getattr(ops, "stat_or_none", None) or self._stat_or_none_slow
+        self._create_stat = getattr(ops, "create_stat", None) or self._create_stat_slow
         self.session: int | None = None
         ops.hide_renames = False
         ops.caller = self._caller
@@ -493,6 +495,20 @@ class LowLevel:
         st = self.ops.stat(path)
         self._reply_entry(req, self._node_for(parent, name, path, st.st_ino, st.st_mode), st)
 
+    def _stat_or_none_slow(self, path: str) -> os.stat_result | None:
+        try:
+            return self.ops.stat(path)
+        except FileNotFoundError:
+            return None
+
+    def _create_stat_slow(self, path: str, mode: int, flags: int) -> tuple[int, os.stat_result]:
+        fh = self.ops.create(path, mode, flags)
+        try:
+            return fh, self.ops.stat(path)
+        except BaseException:
+            self.ops.release(None, fh)
+            raise
+
     def _caller(self) -> tuple[int, int, int]:
         if self._req is None:
             return os.geteuid(), os.getegid(), 0
@@ -535,14 +551,14 @@ class LowLevel:
 
     def lookup(self, req: int, parent: int, name: bytes) -> None:
         n, path = self._child(parent, name)
-        try:
-            st = self.ops.stat(path)
-        except FileNotFoundError:
+        st = self._stat_or_none(path)
+        if st is None:
             if self.negative_timeout > 0:
                 # a negative entry (node 0), kept by the kernel for the negative timeout
                 _reply_entry(req, self._negative_addr)
-                return
-            raise
+            else:
+                _reply_err(req, errno.ENOENT)
+            return
         self._reply_entry(req, self._node_for(parent, n, path, st.st_ino, st.st_mode), st)
 
     def forget(self, req: int, nid: int, nlookup: int) -> None:
@@ -714,15 +730,10 @@ class LowLevel:
         f = fi.contents
         self._req = req
         try:
-            fh = self.ops.create(path, mode, f.flags)
+            # the new file and its attributes, without a lookup of the path
+            fh, st = self._create_stat(path, mode, f.flags)
         finally:
             self._req = None
-        try:
-            # the new file's attributes from its open descriptor (no lookup of the path)
-            st = self.ops.fstat(fh) if self._fstat else self.ops.stat(path)
-        except BaseException:
-            self.ops.release(None, fh)
-            raise
         node = self._node_for(parent, n, path, st.st_ino, st.st_mode)
         f.fh = fh
         self._open_flags(f, path)
