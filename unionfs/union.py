@@ -1247,17 +1247,24 @@ class UnionFS:
         """``_stat_of`` of the node of an upper regular file with no lower part (not a
         metacopy file) whose cached entry is ``e`` and whose host stat is ``st``
         (``DirLayer.host_stat``): what refreshing ``e`` and ``_stat_of`` would give."""
-        ino = e.origin_ino
+        return self._file_stat(e.origin_ino, st.st_ino, st.st_mode, 1, st.st_uid, st.st_gid,
+                               st.st_size, st.st_atime_ns, st.st_mtime_ns, st.st_ctime_ns,
+                               st.st_rdev)
+
+    def _file_stat(self, origin_ino: int | None, host_ino: int, mode: int, nlink: int,
+                   uid: int, gid: int, size: int, at: int, mt: int, ct: int,
+                   rdev: int) -> os.stat_result:
+        """The union stat of an upper regular file from its fields (``_stat_of``'s rules:
+        the origin's inode number, else the host's mapped one; 4096-byte blocks)."""
+        ino = origin_ino
         if ino is None:
-            ino = self._ino_map.get(st.st_ino)
+            ino = self._ino_map.get(host_ino)
             if ino is None:
-                ino = _compose_ino(0, st.st_ino)
-        size = st.st_size
-        at, mt, ct = st.st_atime_ns, st.st_mtime_ns, st.st_ctime_ns
+                ino = _compose_ino(0, host_ino)
         return os.stat_result((
-            _S_IFREG | (st.st_mode & 0o7777), ino, self.st_dev, 1, st.st_uid, st.st_gid, size,
+            _S_IFREG | (mode & 0o7777), ino, self.st_dev, nlink, uid, gid, size,
             at // 1_000_000_000, mt // 1_000_000_000, ct // 1_000_000_000,
-            at / 1e9, mt / 1e9, ct / 1e9, at, mt, ct, 4096, (size + 511) // 512, st.st_rdev))
+            at / 1e9, mt / 1e9, ct / 1e9, at, mt, ct, 4096, (size + 511) // 512, rdev))
 
     def _known_file_stat(self, p: str, fd: int | None = None) -> os.stat_result | None:
         """The stat of ``p`` with one host call, when it is an upper regular file the
@@ -1415,17 +1422,8 @@ class UnionFS:
         e = f.entry
         if self._ufiles.get(f.path) is not e:
             return None
-        ino = e.origin_ino
-        if ino is None:
-            ino = self._ino_map.get(e.ino)
-            if ino is None:
-                ino = _compose_ino(0, e.ino)
-        size = e.size
-        at, mt, ct = e.atime_ns, e.mtime_ns, e.ctime_ns
-        return os.stat_result((
-            _S_IFREG | (e.mode & 0o7777), ino, self.st_dev, e.nlink, e.uid, e.gid, size,
-            at // 1_000_000_000, mt // 1_000_000_000, ct // 1_000_000_000,
-            at / 1e9, mt / 1e9, ct / 1e9, at, mt, ct, 4096, (size + 511) // 512, e.rdev))
+        return self._file_stat(e.origin_ino, e.ino, e.mode, e.nlink, e.uid, e.gid, e.size,
+                               e.atime_ns, e.mtime_ns, e.ctime_ns, e.rdev)
 
     def exists(self, path: Any) -> bool:
         """True when ``path`` resolves (following symlinks), like ``os.path.exists``."""
