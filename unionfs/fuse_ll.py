@@ -18,6 +18,10 @@ What the table adds:
 - ``st_ino`` is the engine's inode number (what ``use_ino`` gave), node ids are never reused;
 - open replies set ``keep_cache`` (page cache kept across opens), ``noflush`` (no FLUSH
   round trip on close: nothing is buffered here) and, on directories, ``cache_readdir``;
+- directories are opened without a round trip (``FUSE_NO_OPENDIR_SUPPORT``) where every
+  directory changes only through the mount: READDIR then carries no handle, and a reader's
+  cookies name the listing snapshot it began in (``snapshot << 32 | record``), so removals
+  and additions between its reads neither repeat nor skip an entry;
 - ``security.capability`` misses are remembered per node (the kernel asks before writes).
 
 Threads: ``threaded`` runs libfuse's multi-threaded loop; the handlers then take one lock
@@ -177,6 +181,13 @@ _SET_MODE, _SET_UID, _SET_GID, _SET_SIZE = 1 << 0, 1 << 1, 1 << 2, 1 << 3
 _SET_ATIME, _SET_MTIME, _SET_ATIME_NOW, _SET_MTIME_NOW = 1 << 4, 1 << 5, 1 << 7, 1 << 8
 _CAP_READDIRPLUS, _CAP_READDIRPLUS_AUTO = 1 << 13, 1 << 14
 _CAP_HANDLE_KILLPRIV, _CAP_CACHE_SYMLINKS = 1 << 20, 1 << 23
+_CAP_NO_OPENDIR_SUPPORT = 1 << 24
+#: a directory listing's cookies: the snapshot's number in the high bits, the record's in the
+#: low ones (a reader continues in the snapshot it began, whatever changed since)
+_SNAP_SHIFT = 32
+_SNAP_MASK = (1 << _SNAP_SHIFT) - 1
+#: listing snapshots kept for readers in mid-stream
+_SNAPS_MAX = 256
 _CAPABILITY = "security.capability"
 #: options of libfuse's high-level API that this adapter implements itself (or ignores)
 _OWN_OPTIONS = frozenset({"direct_io", "noauto_cache", "umask", "uid", "gid",
@@ -211,6 +222,19 @@ class _Node:
         self.lower: tuple[str, int] | None = None
         self.snap: os.stat_result | None = None
         self.nocap = -1
+
+
+class _Snap:
+    """One listing of a directory as a reader saw it begin: its entries (name, mode, inode
+    number), packed as READDIR records once asked, and with attributes for READDIRPLUS."""
+
+    __slots__ = ("blob", "ends", "items", "nid", "plus", "seq")
+
+    def __init__(self, seq: int, nid: int, items: list[tuple[bytes, int, int]],
+                 plus: list[tuple[bytes, Any]] | None) -> None:
+        self.seq, self.nid, self.items, self.plus = seq, nid, items, plus
+        self.blob: Any = None
+        self.ends: list[int] | None = None
 
 
 class _Invalidator(_Notifier):
@@ -255,7 +279,13 @@ class LowLevel:
         self._capgen = 0  # bumped when a security.capability attribute is set or removed
         self._req: int | None = None
         self._lock = threading.Lock() if threaded else None
-        self._packed: dict[str, tuple[list, Any, list[int]]] = {}
+        #: directory path -> (the operations' listing, its snapshot)
+        self._packed: dict[str, tuple[list, _Snap]] = {}
+        #: snapshot number -> snapshot: the listings readers may be in the middle of
+        self._snaps: dict[int, _Snap] = {}
+        self._snap_seq = 0
+        #: directories are opened without a request (FUSE_NO_OPENDIR_SUPPORT; see init)
+        self.dir_noopen = False
         timeout = DEFAULT_TIMEOUT if opts is None or opts.timeout is None else opts.timeout
         self.entry_timeout = self._option("entry_timeout", timeout)
         self.attr_timeout = self._option("attr_timeout", timeout)
@@ -539,6 +569,15 @@ class LowLevel:
         c.want &= ~_CAP_HANDLE_KILLPRIV
         if not self.plus:
             c.want &= ~(_CAP_READDIRPLUS | _CAP_READDIRPLUS_AUTO)
+        # every directory changes only through this mount (no host volume below it): the
+        # kernel may open directories without asking and keep their listings until they
+        # change (an OPENDIR answered ENOSYS stops OPENDIR and RELEASEDIR for good, and the
+        # kernel then caches listings as for FOPEN_KEEP_CACHE | FOPEN_CACHE_DIR); READDIR
+        # comes without a handle, so listings are kept as numbered snapshots instead
+        if (self.dir_cache and c.capable & _CAP_NO_OPENDIR_SUPPORT
+                and getattr(self.ops.union, "route", None) is None):
+            c.want |= _CAP_NO_OPENDIR_SUPPORT
+            self.dir_noopen = True
         on_ready, self.ops._on_ready = self.ops._on_ready, None
         if on_ready is not None:
             on_ready()
@@ -778,6 +817,9 @@ class LowLevel:
         _reply_err(req, 0)
 
     def opendir(self, req: int, nid: int, fi: Any) -> None:
+        if self.dir_noopen:
+            _reply_err(req, errno.ENOSYS)  # once: the kernel opens directories itself
+            return
         path = self._path(self._node(nid))
         f = fi.contents
         f.fh = self.ops.opendir(path)
@@ -793,35 +835,67 @@ class LowLevel:
         parent = self._nodes.get(node.parent)
         return node.ino, (parent.ino if parent is not None else node.ino)
 
-    def _listing_blob(self, node: _Node, path: str, fh: int) -> tuple[Any, list[int]]:
-        """The packed ``struct fuse_dirent`` records of a listing (``.``, ``..``, then the
-        entries; record i carries offset i + 1) and where each record ends."""
-        entries = self.ops.listing(path, fh)
-        cached = self._packed.get(path)
-        if cached is not None and cached[0] is entries:
-            return cached[1], cached[2]
+    def _snap(self, nid: int, items: list[tuple[bytes, int, int]],
+              plus: list[tuple[bytes, Any]] | None) -> _Snap:
+        """Keep a listing snapshot of node ``nid`` for readers in mid-stream."""
+        self._snap_seq += 1
+        if len(self._snaps) >= _SNAPS_MAX:
+            del self._snaps[next(iter(self._snaps))]  # the oldest
+        snap = _Snap(self._snap_seq, nid, items, plus)
+        self._snaps[snap.seq] = snap
+        return snap
+
+    def _snap_at(self, nid: int, off: int) -> _Snap | None:
+        """The snapshot a reader at cookie ``off`` of node ``nid`` is in, if still kept."""
+        snap = self._snaps.get(off >> _SNAP_SHIFT) if off else None
+        return snap if snap is not None and snap.nid == nid else None
+
+    def _blob(self, node: _Node, snap: _Snap) -> tuple[Any, list[int]]:
+        """``snap`` as packed ``struct fuse_dirent`` records (``.``, ``..``, then the
+        entries; record i carries the cookie ``snapshot << 32 | i + 1``) and where each
+        record ends."""
+        if snap.blob is not None:
+            return snap.blob, snap.ends  # type: ignore[return-value]
         parts: list[bytes] = []
         ends: list[int] = []
         pos = 0
         here, up = self._dots(node)
-        dots = ((b".", _stat.S_IFDIR, here), (b"..", _stat.S_IFDIR, up))
-        items = [*dots, *((name, c.st_mode, c.st_ino) for name, c in entries)]
+        items = [(b".", _stat.S_IFDIR, here), (b"..", _stat.S_IFDIR, up), *snap.items]
+        high = snap.seq << _SNAP_SHIFT
         for i, (name, mode, ino) in enumerate(items):
-            rec = _DIRENT.pack(ino, i + 1, len(name), _stat.S_IFMT(mode) >> 12) + name
+            rec = _DIRENT.pack(ino, high | (i + 1), len(name), _stat.S_IFMT(mode) >> 12) + name
             rec += b"\0" * (-len(rec) % 8)
             parts.append(rec)
             pos += len(rec)
             ends.append(pos)
-        blob = ctypes.create_string_buffer(b"".join(parts), max(1, pos))
+        snap.blob = ctypes.create_string_buffer(b"".join(parts), max(1, pos))
+        snap.ends = ends
+        return snap.blob, ends
+
+    def _fresh_snap(self, node: _Node, path: str, fh: int) -> _Snap:
+        """A snapshot of the listing as it is now (the same one while it does not change)."""
+        entries = self.ops.listing(path, fh)
+        cached = self._packed.get(path)
+        if cached is not None and cached[0] is entries and cached[1].seq in self._snaps:
+            return cached[1]
+        snap = self._snap(node.id, [(name, c.st_mode, c.st_ino) for name, c in entries],
+                          None)
         if len(self._packed) >= 1024:
             self._packed.clear()
-        self._packed[path] = (entries, blob, ends)
-        return blob, ends
+        self._packed[path] = (entries, snap)
+        return snap
 
     def readdir(self, req: int, nid: int, size: int, off: int, fi: Any) -> None:
         node = self._node(nid)
-        blob, ends = self._listing_blob(node, self._path(node), fi.contents.fh)
-        start = ends[off - 1] if 0 < off <= len(ends) else (0 if off == 0 else ends[-1])
+        if node.orphan:  # a removed directory lists nothing (not even . and ..)
+            _reply_buf(req, None, 0)
+            return
+        # from the start, or a snapshot no longer kept: the listing as it is now
+        snap = self._snap_at(nid, off) or self._fresh_snap(node, self._path(node),
+                                                          fi.contents.fh)
+        blob, ends = self._blob(node, snap)
+        idx = off & _SNAP_MASK
+        start = ends[idx - 1] if 0 < idx <= len(ends) else (0 if idx == 0 else ends[-1])
         stop = bisect.bisect_right(ends, start + size)
         end = ends[stop - 1] if stop > 0 else 0
         end = max(end, start)
@@ -829,14 +903,27 @@ class LowLevel:
 
     def readdirplus(self, req: int, nid: int, size: int, off: int, fi: Any) -> None:
         node = self._node(nid)
+        if node.orphan:  # a removed directory lists nothing (not even . and ..)
+            _reply_buf(req, None, 0)
+            return
         path = self._path(node)
         fh = fi.contents.fh
-        entries = self.ops.listing_plus(path, fh, fresh=off == 0)
+        snap = self._snap_at(nid, off)
+        if snap is None:  # from the start, or a snapshot no longer kept: as it is now
+            plus = self.ops.listing_plus(path, fh, fresh=True)
+            snap = self._snap(nid, [(name, c.st_mode, c.st_ino) for name, c in plus], plus)
+        elif snap.plus is None:
+            # a reader that began with READDIR goes on with attributes: those of the names
+            # of its snapshot still there now (a name gone since is skipped)
+            now = dict(self.ops.listing_plus(path, fh, fresh=True))
+            snap.plus = [(name, now.get(name)) for name, _mode, _ino in snap.items]
+        entries = snap.plus
+        high = snap.seq << _SNAP_SHIFT
         buf = ctypes.create_string_buffer(max(1, size))
         base = ctypes.addressof(buf)
         pos = 0
         counted: list[_Node] = []
-        i = off
+        i = off & _SNAP_MASK
         prefix = "/" if path == "/" else path + "/"
         dots = self._dots(node)
         while i < len(entries) + 2:
@@ -847,13 +934,17 @@ class LowLevel:
                 child = None
             else:
                 name, c = entries[i - 2]
+                if c is None:
+                    i += 1
+                    continue
                 n = name.decode("utf-8", "surrogateescape")
                 child = self._node_for(nid, n, prefix + n, c.st_ino, c.st_mode)
                 e.ino = child.id
                 e.attr = c
                 self._override(e.attr)
                 e.attr_timeout, e.entry_timeout = self.attr_timeout, self.entry_timeout
-            need = _add_direntry_plus(req, base + pos, size - pos, name, ctypes.byref(e), i + 1)
+            need = _add_direntry_plus(req, base + pos, size - pos, name, ctypes.byref(e),
+                                      high | (i + 1))
             if need > size - pos:
                 if child is not None and child.nlookup <= 0:
                     self._drop(child)

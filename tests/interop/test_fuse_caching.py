@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import time
 
 import pytest
@@ -56,6 +57,36 @@ def test_listings_follow_every_change_made_through_the_mount(stack, extra):
     with mounted(stack, extra=extra) as m:
         assert _ls(m / "dir") == []
         assert _ls(m / "moved") == ["inner"]
+
+
+@pytest.mark.parametrize("extra", ["", "readdirplus=off", "cache_readdir=off"])
+def test_a_reader_in_mid_listing_survives_removals_and_additions(stack, extra):
+    """The ``rm -rf`` pattern: a directory read a buffer at a time while its entries are
+    removed (and others added) between the reads. Directories are opened without a request
+    to the daemon, so the listing's cookies must lead a reader on whatever changed: no entry
+    twice, none invented, and every entry present throughout is seen."""
+    names = [f"{i:05d}-" + "y" * 60 for i in range(2000)]
+    with mounted(stack, extra=extra) as m:
+        d = m / "churn"
+        d.mkdir()
+        for name in names:
+            (d / name).write_bytes(b"")
+        seen: list[str] = []
+        with os.scandir(d) as it:
+            for e in it:
+                seen.append(e.name)
+                if len(seen) == 50:
+                    for name in names[:1000]:  # half of them gone, read or not
+                        os.unlink(d / name)
+                    for i in range(300):
+                        (d / f"late-{i}").write_bytes(b"")
+        assert len(seen) == len(set(seen))
+        assert set(seen) <= set(names) | {f"late-{i}" for i in range(300)}
+        assert set(names[1000:]) <= set(seen)
+        assert sorted(os.listdir(d)) == sorted(names[1000:] + [f"late-{i}" for i in range(300)])
+        shutil.rmtree(d)  # rm -rf through the mount: reads and removes in turn
+        assert not d.exists()
+    assert not (stack.upper / "churn").exists()
 
 
 @pytest.mark.parametrize("extra", ["", "readdirplus=off"])
