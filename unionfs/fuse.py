@@ -439,11 +439,10 @@ class FuseOperations(mfusepy.Operations):
 
         #: the engine's stat of an open file (``fstat``); None for a union of another kind
         #: (a ``MountTable``), whose open files are stat'ed by path
-        self._union_fstat = union.fstat if isinstance(union, UnionFS) else None
-        self._union_lstat_or_none = union.lstat_or_none if isinstance(union, UnionFS) \
-            else None
-        self._union_created_stat = union.created_stat if isinstance(union, UnionFS) \
-            else None
+        engine = union if isinstance(union, UnionFS) else None
+        self._union_fstat = engine.fstat if engine is not None else None
+        self._union_lstat_or_none = engine.lstat_or_none if engine is not None else None
+        self._union_created_stat = engine.created_stat if engine is not None else None
         # a MountTable's router (see stable()); a UnionFS has none
         self._route = getattr(union, "route", None)
 
@@ -655,7 +654,7 @@ class FuseOperations(mfusepy.Operations):
     def stat(self, path: str | None, fh: int | None = None) -> os.stat_result:
         """The attributes FUSE asks for: the engine's ``lstat``, or for a file unlinked while
         open, its open handle's."""
-        if path is None or ((self._hidden or self._graves) and self._is_hidden(path)):
+        if path is None or self._is_hidden(path):
             return self._open_stat(self._unlinked(path, fh))
         st = self.union.lstat(path)
         if st.st_nlink > 1 and (st.st_mode & _S_IFMT) != _S_IFDIR:  # (as _note checks)
@@ -667,8 +666,7 @@ class FuseOperations(mfusepy.Operations):
         lookup, which answers a missing name with a negative entry, without the cost of an
         exception where the engine knows the name is absent."""
         get = self._union_lstat_or_none
-        if get is None or path is None or (
-                (self._hidden or self._graves) and self._is_hidden(path)):
+        if get is None or path is None or self._is_hidden(path):
             try:
                 return self.stat(path)
             except FileNotFoundError:
@@ -689,7 +687,7 @@ class FuseOperations(mfusepy.Operations):
             raise OSError(errno.EBADF, os.strerror(errno.EBADF))
         path = o.path
         fast = self._union_fstat
-        if fast is None or ((self._hidden or self._graves) and self._is_hidden(path)):
+        if fast is None or self._is_hidden(path):
             return self.stat(path, fh)
         st = fast(o.file, path)
         if st.st_nlink > 1 and (st.st_mode & _S_IFMT) != _S_IFDIR:
@@ -969,7 +967,7 @@ class FuseOperations(mfusepy.Operations):
         return fh
 
     def open(self, path: str, flags: int) -> int:
-        if (self._hidden or self._graves) and self._is_hidden(path):
+        if self._is_hidden(path):
             return self._reopen(path, flags)
         if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND):
             self._reads.drop(path)
@@ -988,16 +986,11 @@ class FuseOperations(mfusepy.Operations):
         return fh
 
     def create(self, path: str, mode: int, flags: int = os.O_WRONLY) -> int:
-        # (_dirty(path), spelled out: every file a program makes comes through here)
-        self._reads.drop(path)
-        if self._listings:
-            self._listings.pop(os.path.dirname(path) or "/", None)
+        self._dirty(path)
         f = self.union.open(path, flags | os.O_CREAT, perm=_stat.S_IMODE(mode))
         try:
             self._give_to_caller(path)
-            fh = next(self._next_fh)
-            self._files[fh] = _Open(f, path)
-            return fh
+            return self._add(f, path)
         except BaseException:
             f.close()
             raise
@@ -1088,12 +1081,12 @@ class FuseOperations(mfusepy.Operations):
     def fsyncdir(self, path: str, datasync: int, fh: int) -> int:
         """Flush the directory's upper part (a directory of the lower layers alone has nothing
         to flush: they never change)."""
-        root = getattr(self.union.upper, "root", None)
-        if root is None or (self.opts is not None and self.opts.volatile):
+        upper = getattr(self.union, "upper", None)
+        host = upper.host_path(path) if upper is not None else None
+        if host is None or (self.opts is not None and self.opts.volatile):
             return 0
         try:
-            fd = os.open(os.path.join(root, path.lstrip("/")),
-                         os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+            fd = os.open(host, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
         except (FileNotFoundError, NotADirectoryError):
             return 0
         try:

@@ -265,9 +265,6 @@ class LowLevel:
                  threaded: bool = False) -> None:
         self.ops = ops
         self.opts = opts
-        # the operations' shortcuts where they have them (a FuseOperations does)
-        self._stat_or_none = getattr(ops, "stat_or_none", None) or self._stat_or_none_slow
-        self._create_stat = getattr(ops, "create_stat", None) or self._create_stat_slow
         self.session: int | None = None
         ops.hide_renames = False
         ops.caller = self._caller
@@ -525,20 +522,6 @@ class LowLevel:
         st = self.ops.stat(path)
         self._reply_entry(req, self._node_for(parent, name, path, st.st_ino, st.st_mode), st)
 
-    def _stat_or_none_slow(self, path: str) -> os.stat_result | None:
-        try:
-            return self.ops.stat(path)
-        except FileNotFoundError:
-            return None
-
-    def _create_stat_slow(self, path: str, mode: int, flags: int) -> tuple[int, os.stat_result]:
-        fh = self.ops.create(path, mode, flags)
-        try:
-            return fh, self.ops.stat(path)
-        except BaseException:
-            self.ops.release(None, fh)
-            raise
-
     def _caller(self) -> tuple[int, int, int]:
         if self._req is None:
             return os.geteuid(), os.getegid(), 0
@@ -590,7 +573,7 @@ class LowLevel:
 
     def lookup(self, req: int, parent: int, name: bytes) -> None:
         n, path = self._child(parent, name)
-        st = self._stat_or_none(path)
+        st = self.ops.stat_or_none(path)
         if st is None:
             if self.negative_timeout > 0:
                 # a negative entry (node 0), kept by the kernel for the negative timeout
@@ -770,7 +753,7 @@ class LowLevel:
         self._req = req
         try:
             # the new file and its attributes, without a lookup of the path
-            fh, st = self._create_stat(path, mode, f.flags)
+            fh, st = self.ops.create_stat(path, mode, f.flags)
         finally:
             self._req = None
         node = self._node_for(parent, n, path, st.st_ino, st.st_mode)

@@ -1074,7 +1074,7 @@ class DirLayer:
             fd = os.open(self._host(path), os.O_RDONLY | os.O_NOFOLLOW)
         except OSError as e:
             raise from_oserror(e, path) from None
-        return (_HOST_FILE or _host_file())(fd, readable=True, writable=False, name=path)
+        return _host_file()(fd, readable=True, writable=False, name=path)
 
     def readlink(self, path: str) -> str:
         try:
@@ -1157,7 +1157,7 @@ class DirLayer:
             raise NotFound(path) from None
         except OSError as e:
             raise from_oserror(e, path) from None
-        f = (_HOST_FILE or _host_file())(fd, readable=readable, writable=True, append=append,
+        f = _host_file()(fd, readable=readable, writable=True, append=append,
                                          name=path)
         if describe:
             f.entry = None
@@ -1415,10 +1415,8 @@ class DirLayer:
         return _entry_from_stat(st, host, xattrs, marks)
 
     def index_open(self, key: str) -> BinaryIO:
-        from .upper import HostFile
-
         fd = os.open(self._index_path(key), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        return HostFile(fd, readable=True, writable=False, name=key)  # type: ignore[return-value]
+        return _host_file()(fd, readable=True, writable=False, name=key)
 
     def index_get_count(self, key: str) -> tuple[int, int]:
         """``(lower links of the group, lower links consumed)``, kept in a private overlay

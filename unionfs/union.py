@@ -71,6 +71,15 @@ _SIMPLE_CODES = tuple(k in _SIMPLE_KINDS for k in _RECORD_KINDS)
 _IFMT_OF_CODE = tuple(k.s_ifmt for k in _RECORD_KINDS)
 
 
+def _stat_result(mode: int, ino: int, dev: int, nlink: int, uid: int, gid: int, size: int,
+                 at: int, mt: int, ct: int, rdev: int) -> os.stat_result:
+    """A union ``stat``: times from nanoseconds, 4096-byte blocks (the engine's rules)."""
+    return os.stat_result((
+        mode, ino, dev, nlink, uid, gid, size,
+        at // 1_000_000_000, mt // 1_000_000_000, ct // 1_000_000_000,
+        at / 1e9, mt / 1e9, ct / 1e9, at, mt, ct, 4096, (size + 511) // 512, rdev))
+
+
 def _normalize(path: Any) -> str:
     """``unionfs.path.normalize`` without its check of each name's length: the engine checks
     a name (ENAMETOOLONG) when it looks it up, after its parents, as the kernel does."""
@@ -153,17 +162,9 @@ class _TrackedUpper:
             # the common shape (one path, first): the same steps without the general
             # wrapper's list and scope tests (a create's hottest Python)
             forget, stat_only = fs._forget, scope == "attrs"
-            if names is None:
-                def write_one(path: str, *args: Any, **kwargs: Any) -> Any:
-                    try:
-                        return method(path, *args, **kwargs)
-                    finally:
-                        forget(path, False, stat_only)
-
-                return write_one
             names_changed = fs._names_changed
 
-            def write_named(path: str, *args: Any, **kwargs: Any) -> Any:
+            def write_one(path: str, *args: Any, **kwargs: Any) -> Any:
                 ok = False
                 try:
                     result = method(path, *args, **kwargs)
@@ -171,9 +172,10 @@ class _TrackedUpper:
                     return result
                 finally:
                     forget(path, False, stat_only)
-                    names_changed(name, names, (path, *args), ok)
+                    if names is not None:
+                        names_changed(name, names, (path, *args), ok)
 
-            return write_named
+            return write_one
 
         def write(*args: Any, **kwargs: Any) -> Any:
             paths = [args[k] for k in where if k < len(args)]
@@ -361,11 +363,7 @@ class _LNode:
             mode = _S_IFMT[e.kind] | (e.mode & 0o7777)
             uid, gid, size, rdev = e.uid, e.gid, e.size, e.rdev
             atime, mtime, ctime = e.atime_ns, e.mtime_ns, e.ctime_ns
-        return os.stat_result((
-            mode, ino, dev, nlink, uid, gid, size,
-            atime // 1_000_000_000, mtime // 1_000_000_000, ctime // 1_000_000_000,
-            atime / 1e9, mtime / 1e9, ctime / 1e9, atime, mtime, ctime,
-            4096, (size + 511) // 512, rdev))
+        return _stat_result(mode, ino, dev, nlink, uid, gid, size, atime, mtime, ctime, rdev)
 
 
 class _LowerView:
@@ -1216,11 +1214,9 @@ class UnionFS:
         # so not merged, and no index)
         nlink = e.nlink if lower is None and not self.index else self._nlink(node)
         size = e.size
-        at, mt, ct = e.atime_ns, e.mtime_ns, e.ctime_ns
-        return os.stat_result((
-            _S_IFMT_OF_VALUE[e.kind._value_] | (e.mode & 0o7777), ino, self.st_dev, nlink,
-            e.uid, e.gid, size, at // 1_000_000_000, mt // 1_000_000_000, ct // 1_000_000_000,
-            at / 1e9, mt / 1e9, ct / 1e9, at, mt, ct, 4096, (size + 511) // 512, e.rdev))
+        return _stat_result(_S_IFMT_OF_VALUE[e.kind._value_] | (e.mode & 0o7777), ino,
+                            self.st_dev, nlink, e.uid, e.gid, size, e.atime_ns, e.mtime_ns,
+                            e.ctime_ns, e.rdev)
 
     def _stale_dir_stat(self, node: _Node) -> os.stat_result | None:
         """``_stat_of`` of a stale upper directory (``_stale``: only what a host stat shows
@@ -1235,13 +1231,10 @@ class UnionFS:
         if st is None:
             return None
         ino = self._ino(node)  # (its inode and origin are the entry's: same host inode)
-        size = st.st_size
-        at, mt, ct = st.st_atime_ns, st.st_mtime_ns, st.st_ctime_ns
-        return os.stat_result((
-            _stat.S_IFDIR | (st.st_mode & 0o7777), ino, self.st_dev,
-            1 if node.merged else st.st_nlink, st.st_uid, st.st_gid, size,
-            at // 1_000_000_000, mt // 1_000_000_000, ct // 1_000_000_000,
-            at / 1e9, mt / 1e9, ct / 1e9, at, mt, ct, 4096, (size + 511) // 512, st.st_rdev))
+        return _stat_result(_stat.S_IFDIR | (st.st_mode & 0o7777), ino, self.st_dev,
+                            1 if node.merged else st.st_nlink, st.st_uid, st.st_gid,
+                            st.st_size, st.st_atime_ns, st.st_mtime_ns, st.st_ctime_ns,
+                            st.st_rdev)
 
     def _upper_file_stat(self, e: Entry, st: os.stat_result) -> os.stat_result:
         """``_stat_of`` of the node of an upper regular file with no lower part (not a
@@ -1261,10 +1254,8 @@ class UnionFS:
             ino = self._ino_map.get(host_ino)
             if ino is None:
                 ino = _compose_ino(0, host_ino)
-        return os.stat_result((
-            _S_IFREG | (mode & 0o7777), ino, self.st_dev, nlink, uid, gid, size,
-            at // 1_000_000_000, mt // 1_000_000_000, ct // 1_000_000_000,
-            at / 1e9, mt / 1e9, ct / 1e9, at, mt, ct, 4096, (size + 511) // 512, rdev))
+        return _stat_result(_S_IFREG | (mode & 0o7777), ino, self.st_dev, nlink, uid, gid,
+                            size, at, mt, ct, rdev)
 
     def _known_file_stat(self, p: str, fd: int | None = None) -> os.stat_result | None:
         """The stat of ``p`` with one host call, when it is an upper regular file the
