@@ -755,10 +755,11 @@ class FuseOperations(mfusepy.Operations):
             self._listings[path] = out
         return out
 
-    def listing_plus(self, path: str | None, fh: int = 0, *,
-                     fresh: bool = True) -> list[tuple[bytes, Any]]:
-        """The entries of directory ``path`` with their full attributes: read now when
-        ``fresh`` (a listing from its start), else as read for the same handle ``fh``."""
+    def listing_plus(self, path: str | None, fh: int = 0, *, fresh: bool = True,
+                     native: bool = False) -> list[tuple[bytes, Any]]:
+        """The entries of directory ``path`` with their full attributes (C ``struct stat``
+        for libfuse; ``native``: the ``os.stat_result`` itself): read now when ``fresh`` (a
+        listing from its start), else as read for the same handle ``fh``."""
         out = None if fresh else self._plus.get(fh)
         if out is not None:
             return out
@@ -770,10 +771,13 @@ class FuseOperations(mfusepy.Operations):
                 # the kernel learns this name here, not from getattr: remember it for
                 # the invalidation of hard-linked names (_changed)
                 self._note(entry.path, st)
+            if native:
+                out.append((entry.name.encode("utf-8", "surrogateescape"), st))
+                continue
             c = mfusepy.c_stat()
             _fill_stat(c, st)
             out.append((entry.name.encode("utf-8", "surrogateescape"), c))
-        if fh in self._dirs:
+        if fh in self._dirs and not native:
             self._plus[fh] = out
         return out
 

@@ -114,6 +114,9 @@ class MountOptions:
     cache_readdir: bool = True
     #: answer the kernel's READDIRPLUS with full attributes (``readdirplus=``)
     readdirplus: bool = True
+    #: open files whose data is an upper file in FUSE passthrough mode (``passthrough=``):
+    #: the kernel reads and writes them without asking the daemon (Linux 6.9+, as root)
+    passthrough: bool = True
     #: no sync call reaches the upper dir (``volatile``, ``fsync=0``, as kernel overlayfs and
     #: fuse-overlayfs take them): a program's fsync/fdatasync/fsyncdir answer at once
     volatile: bool = False
@@ -218,7 +221,7 @@ def parse_options(option_strings: Iterable[str], *, cwd: str | None = None) -> M
     lowers: list[str] | None = None
     upper = work = trace = None
     flags = {"redirect_dir": False, "index": False, "metacopy": False,
-             "cache_readdir": True, "readdirplus": True}
+             "cache_readdir": True, "readdirplus": True, "passthrough": True}
     xino = "auto"
     read_only = False
     threaded = False
