@@ -25,17 +25,20 @@ def demo() -> None:
 
 @cli.command(context_settings={"ignore_unknown_options": False})
 @click.option("-f", "foreground", is_flag=True, help="Stay in the foreground.")
-@click.option("-d", "debug", is_flag=True, help="Debug output from libfuse (implies -f).")
+@click.option("-d", "debug", is_flag=True,
+              help="Log every FUSE request and its answer on stderr (implies -f).")
 @click.option("-s", "single", is_flag=True, hidden=True,
               help="Single-threaded (the default; accepted for fuse-overlayfs scripts).")
 @click.option("-o", "options", multiple=True, metavar="OPTS",
               help="lowerdir=L1:L2 (top-most first, \\: escapes a colon), upperdir=U, "
                    "workdir=W, redirect_dir=on|off, index=on|off, metacopy=on|off, xino=..., "
                    "ro, trace=FILE, timeout=SECONDS, threaded=1, cache_readdir=on|off, "
-                   "readdirplus=on|off, sync_copyup (flush copied-up data before it appears, as "
+                   "readdirplus=on|off, passthrough=on|off (the kernel reads and writes upper "
+                   "files itself; default on), sync_copyup (flush copied-up data before it "
+                   "appears, as "
                    "kernel overlayfs; default off, as fuse-overlayfs), volatile (or fsync=0: "
                    "no sync calls at all), "
-                   "api=lowlevel|highlevel (libfuse API; default lowlevel), and FUSE options "
+                   "api=lowlevel|highlevel (adapter; default lowlevel), and FUSE options "
                    "(allow_other, default_permissions, fsname=, ...). See docs/mount.md.")
 @click.option("--trace", "trace", metavar="FILE",
               help="Append one line per copy-up, whiteout, opaque, redirect and EXDEV.")

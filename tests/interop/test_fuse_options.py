@@ -66,6 +66,15 @@ def test_cache_and_durability_options():
         parse_options(["lowerdir=/l,fsync=maybe"], cwd="/")
 
 
+def test_passthrough_is_on_unless_turned_off():
+    assert parse_options(["lowerdir=/l"], cwd="/").passthrough is True
+    opts = parse_options(["lowerdir=/l,passthrough=off"], cwd="/")
+    assert opts.passthrough is False and opts.fuse == ()  # (libfuse would refuse it)
+    assert parse_options(["lowerdir=/l,passthrough=off,passthrough=on"]).passthrough is True
+    with pytest.raises(OptionError, match="passthrough='sometimes'"):
+        parse_options(["lowerdir=/l,passthrough=sometimes"], cwd="/")
+
+
 def test_volatile_reaches_the_engine(tmp_path):
     from unionfs.mount import build_union
 
