@@ -169,6 +169,7 @@ _SNAP_MASK = (1 << _SNAP_SHIFT) - 1
 #: listing snapshots kept for readers in mid-stream
 _SNAPS_MAX = 256
 _CAPABILITY = "security.capability"
+_CAPABILITY_Z = b"security.capability\0"
 #: options of libfuse's high-level API that this adapter implements itself (or ignores)
 _OWN_OPTIONS = frozenset({"direct_io", "noauto_cache", "umask", "uid", "gid",
                           "ac_attr_timeout", "entry_timeout", "attr_timeout",
@@ -706,8 +707,13 @@ class LowLevel:
         self._send(unique)
 
     def lookup(self, unique: int, parent: int, buf: bytearray) -> None:
-        n = _name(buf, _IN_SIZE)
-        path = self._child(parent, n)
+        n = buf[_IN_SIZE:buf.index(0, _IN_SIZE)].decode("utf-8", "surrogateescape")
+        pnode = self._nodes.get(parent)
+        if pnode is None or pnode.gen != self._gen:
+            path = self._child(parent, n)
+        else:
+            p = pnode.path
+            path = ("/" if p == "/" else p + "/") + n
         st = self.ops.stat_or_none(path)
         if st is None:
             if self.negative_timeout > 0:
@@ -728,13 +734,15 @@ class LowLevel:
             self._forget(node, n)
 
     def getattr(self, unique: int, nid: int, buf: bytearray) -> None:
-        node = self._node(nid)
-        gflags, _dummy, fh = struct.unpack_from("<IIQ", buf, _IN_SIZE)
+        node = self._nodes.get(nid)
+        if node is None:
+            raise OSError(errno.ESTALE, os.strerror(errno.ESTALE))
         if node.orphan:
+            gflags, _dummy, fh = struct.unpack_from("<IIQ", buf, _IN_SIZE)
             st = self._orphan_stat(node, fh if gflags & _GETATTR_FH else None)
         else:
-            st = self.ops.stat(self._path(node))
-        self._reply_attr(unique, st)
+            st = self.ops.stat(node.path if node.gen == self._gen else self._path(node))
+        self._send(unique, _ATTR_OUT.pack(self._av, self._avn, 0, *self._fields(st)))
 
     def setattr(self, unique: int, nid: int, buf: bytearray) -> None:
         (valid, _pad, fh, size, _owner, atime, mtime, _ctime, atimensec, mtimensec,
@@ -1108,9 +1116,13 @@ class LowLevel:
                                             sv["f_namemax"], sv["f_frsize"], 0))
 
     def getxattr(self, unique: int, nid: int, buf: bytearray) -> None:
+        node = self._node(nid)
+        if buf[_IN_SIZE + 8:_IN_SIZE + 28] == _CAPABILITY_Z and (
+                node.orphan or node.nocap == self._capgen):
+            self._send(unique, error=errno.ENODATA)
+            return
         size = _U32x2.unpack_from(buf, _IN_SIZE)[0]
         key = _name(buf, _IN_SIZE + 8)
-        node = self._node(nid)
         if key == _CAPABILITY and (node.orphan or node.nocap == self._capgen):
             # asked before every write: answered from memory (only a setxattr or removexattr
             # of this attribute, anywhere, makes it ask the engine again)
