@@ -18,6 +18,7 @@ import mmap
 import os
 import pathlib
 import re
+import struct
 import subprocess
 import time
 from collections.abc import Iterator
@@ -220,3 +221,40 @@ def test_the_request_log_names_each_request_and_its_answer(tmp_path):
     assert re.search(r"unique: \d+, opcode: INIT \(26\), nodeid: 0", text)
     assert re.search(r"opcode: LOOKUP \(1\), nodeid: 1, insize: \d+, pid: \d+", text)
     assert re.search(r"   unique: \d+, success, outsize: \d+", text)
+
+
+def _capability_sequence(path: pathlib.Path) -> list:
+    """Write, set a file capability, read it back, write again (which drops it, as the
+    kernel drops privileges on write), read again: what each step shows."""
+    blob = struct.pack("<IIIII", 0x02000001, 1 << 10, 0, 0, 0)  # cap_net_bind_service+ep
+    seen: list = []
+    with open(path, "ab") as f:
+        f.write(b"1")
+    seen.append(_cap(path))
+    os.setxattr(path, "security.capability", blob)
+    seen.append(_cap(path))
+    with open(path, "ab") as f:
+        f.write(b"2")
+    seen.append(_cap(path))
+    os.setxattr(path, "security.capability", blob)
+    os.removexattr(path, "security.capability")
+    seen.append(_cap(path))
+    return seen
+
+
+def _cap(path: pathlib.Path) -> bytes | int:
+    try:
+        return os.getxattr(path, "security.capability")
+    except OSError as e:
+        return e.errno
+
+
+def test_file_capabilities_are_kept_and_dropped_as_on_the_host(tmp_path):
+    host = tmp_path / "host-file"
+    host.write_bytes(b"")
+    expected = _capability_sequence(host)
+    assert expected[1] != expected[0]  # (the host keeps capabilities at all)
+    stack = make_stack(tmp_path / "stack")
+    with logged_mount(stack) as (mnt, _log):
+        (mnt / "f").write_bytes(b"")
+        assert _capability_sequence(mnt / "f") == expected
