@@ -405,6 +405,8 @@ def run(args: argparse.Namespace) -> dict:
         table: dict = {}
         scratch = base / "scratch"
         for name, (fn, unit) in READ_OPS.items():
+            if args.ops and name not in args.ops:
+                continue
             for impl in impls:
                 try:
                     cold = 0.0
@@ -424,6 +426,8 @@ def run(args: argparse.Namespace) -> dict:
                 print(f"  {name:22s} {impl:15s} cold {cold:12.1f} warm {warm:12.1f} {unit}",
                       file=sys.stderr, flush=True)
         for name, (fn, unit) in WRITE_OPS.items():
+            if args.ops and name not in args.ops:
+                continue
             for impl in impls:
                 row = {}
                 for mode in ("cold", "warm"):
@@ -515,6 +519,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--layers", type=int, nargs="+", default=None)
     ap.add_argument("--impls", nargs="+", default=list(IMPLS),
                     choices=[*IMPLS, "unionfs-ll", "unionfs-hl"])
+    ap.add_argument("--ops", nargs="+", default=None, metavar="OP",
+                    choices=[*READ_OPS, *WRITE_OPS],
+                    help="measure only these operations (default: all), e.g. --ops creates")
     ap.add_argument("--workdir", default="/var/tmp/unionfs-mount-bench")
     ap.add_argument("--json", help="also write the results to this file")
     ap.add_argument("--cold-repeat", type=int, default=2, metavar="N",

@@ -49,11 +49,13 @@ import ctypes
 import errno
 import fcntl
 import os
+import select
 import signal
 import stat as _stat
 import struct
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Iterable
 from typing import Any
@@ -313,6 +315,8 @@ class LowLevel:
         self.dir_cache = self.entry_timeout >= 1.0 and (opts is None or opts.cache_readdir)
         self.plus = opts is None or opts.readdirplus
         self.want_passthrough = (opts is None or opts.passthrough) and not self.direct_io
+        #: how long to keep asking for the next request before sleeping (seconds; ``spin=``)
+        self.spin = (opts.spin if opts is not None else 0.0) / 1e6
         self._uid = self._int_option("uid")
         self._gid = self._int_option("gid")
         umask = opts.fuse_option("umask") if opts is not None else None
@@ -1218,11 +1222,36 @@ class LowLevel:
         readv, unpack = os.readv, _IN.unpack_from
         send_err = self._send
         debug = self.debug
+        spin = self.spin if main and not self.threaded else 0.0
+        if spin:
+            # wait for the next request by asking again for a moment before sleeping in
+            # poll(2): a sleeping daemon is woken by the kernel, and on a virtual machine
+            # that wake-up (of an idle virtual CPU) costs more than the request itself
+            os.set_blocking(fd, False)
+            poller = select.poll()
+            poller.register(fd, select.POLLIN)
+            clock, yield_ = time.perf_counter, os.sched_yield
         while not self._stop:
             try:
                 if main:
                     self._reading = True
-                readv(fd, bufs)
+                if not spin:
+                    readv(fd, bufs)
+                else:
+                    give_up = 0.0
+                    while True:
+                        try:
+                            readv(fd, bufs)
+                            break
+                        except BlockingIOError:
+                            now = clock()
+                            if not give_up:
+                                give_up = now + spin
+                            elif now > give_up:
+                                poller.poll()
+                                give_up = 0.0
+                            else:
+                                yield_()  # (another task on this CPU goes first)
                 if main:
                     self._reading = False
             except _Stop:

@@ -117,6 +117,8 @@ class MountOptions:
     #: open files whose data is an upper file in FUSE passthrough mode (``passthrough=``):
     #: the kernel reads and writes them without asking the daemon (Linux 6.9+, as root)
     passthrough: bool = True
+    #: microseconds the daemon keeps asking for the next request before it sleeps (``spin=``)
+    spin: float = 0.0
     #: no sync call reaches the upper dir (``volatile``, ``fsync=0``, as kernel overlayfs and
     #: fuse-overlayfs take them): a program's fsync/fdatasync/fsyncdir answer at once
     volatile: bool = False
@@ -228,6 +230,7 @@ def parse_options(option_strings: Iterable[str], *, cwd: str | None = None) -> M
     volatile = False
     sync_copyup = False
     timeout: float | None = None
+    spin = 0.0
     api: str | None = None
     fuse: dict[str, str | bool] = {}
 
@@ -280,6 +283,13 @@ def parse_options(option_strings: Iterable[str], *, cwd: str | None = None) -> M
                 threaded = value in ("", "1", "on", "yes", "true")
             elif key == "timeout":
                 timeout = _seconds(key, value)
+            elif key == "spin":
+                try:
+                    spin = float(value)
+                except ValueError:
+                    spin = -1.0
+                if not 0 <= spin <= 1_000_000:
+                    raise OptionError(f"spin={value!r}: expected microseconds, 0 to 1000000")
             elif key == "api":
                 if value not in APIS:
                     raise OptionError(f"api={value!r}: expected lowlevel or highlevel")
@@ -315,7 +325,7 @@ def parse_options(option_strings: Iterable[str], *, cwd: str | None = None) -> M
     return MountOptions(
         lowerdirs=tuple(lowers), upperdir=upper, workdir=work, xino=xino, read_only=read_only,
         trace=trace, threaded=threaded, timeout=timeout, fuse=tuple(fuse.items()),
-        volatile=volatile, sync_copyup=sync_copyup, api=api, **flags)
+        volatile=volatile, sync_copyup=sync_copyup, api=api, spin=spin, **flags)
 
 
 def _seconds(key: str, value: str) -> float:

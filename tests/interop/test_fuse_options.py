@@ -75,6 +75,15 @@ def test_passthrough_is_on_unless_turned_off():
         parse_options(["lowerdir=/l,passthrough=sometimes"], cwd="/")
 
 
+def test_spin_takes_microseconds():
+    assert parse_options(["lowerdir=/l"], cwd="/").spin == 0.0
+    opts = parse_options(["lowerdir=/l,spin=150"], cwd="/")
+    assert opts.spin == 150.0 and opts.fuse == ()
+    for bad in ("-1", "fast", "2000000"):
+        with pytest.raises(OptionError, match=f"spin='{bad}': expected microseconds"):
+            parse_options([f"lowerdir=/l,spin={bad}"], cwd="/")
+
+
 def test_volatile_reaches_the_engine(tmp_path):
     from unionfs.mount import build_union
 

@@ -110,9 +110,10 @@ def test_passthrough_off_sends_every_write_to_the_daemon(tmp_path):
 
 
 @need_passthrough
-def test_readers_and_writers_in_any_order_never_get_eio(tmp_path):
+@pytest.mark.parametrize("extra", ["", "spin=100"])
+def test_readers_and_writers_in_any_order_never_get_eio(tmp_path, extra):
     stack = make_stack(tmp_path)
-    with logged_mount(stack) as (mnt, _log):
+    with logged_mount(stack, extra) as (mnt, _log):
         p = mnt / "f"
         p.write_bytes(b"one\n")
         # a writer first (passthrough), then a reader and an mmap while it is open
