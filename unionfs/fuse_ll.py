@@ -251,11 +251,13 @@ class _Invalidator(_Notifier):
     def __call__(self, paths: Iterable[str], wait: float = 0.2) -> None:
         ids = [n.id for n in map(self._adapter.node_at, paths) if n is not None]
         if ids and self._adapter.fd >= 0:
-            self._submit((self._adapter.fd, ids), wait)
+            self._submit(ids, wait)
 
-    def _notify(self, batch: tuple[int, list[int]]) -> None:
-        fd, ids = batch
-        for nid in ids:
+    def _notify(self, batch: list[int]) -> None:
+        for nid in batch:
+            fd = self._adapter.fd
+            if fd < 0:
+                return  # unmounted meanwhile
             with contextlib.suppress(OSError):  # ENOENT: the kernel forgot it already
                 os.write(fd, _INVAL_INODE.pack(_INVAL_INODE.size, _NOTIFY_INVAL_INODE, 0,
                                                nid, 0, 0))
@@ -1283,11 +1285,13 @@ class LowLevel:
                         fn(unique, nid, buf)
             except OSError as e:
                 if op not in _NO_REPLY:
-                    send_err(unique, error=e.errno or errno.EIO)
+                    with contextlib.suppress(OSError):  # (the connection may be gone)
+                        send_err(unique, error=e.errno or errno.EIO)
             except Exception:
                 traceback.print_exc(file=sys.stderr)
                 if op not in _NO_REPLY:
-                    send_err(unique, error=errno.EIO)
+                    with contextlib.suppress(OSError):
+                        send_err(unique, error=errno.EIO)
             finally:
                 self._ctx = None
 
