@@ -501,11 +501,12 @@ class LowLevel:
     def _send(self, unique: int, body: bytes = b"", error: int = 0) -> bool:
         """Answer request ``unique`` (``error``: a positive errno). False when the kernel no
         longer waits for it (the request was interrupted, ENOENT): nothing was delivered."""
+        n = len(body)
         try:
-            if len(body) < 65536:
-                os.write(self.fd, _OUT.pack(16 + len(body), -error, unique) + body)
-            else:
-                os.writev(self.fd, (_OUT.pack(16 + len(body), -error, unique), body))
+            if n < 65536:
+                os.write(self.fd, _OUT.pack(16 + n, -error, unique) + body)
+            else:  # (no copy of a large body)
+                os.writev(self.fd, (_OUT.pack(16 + n, -error, unique), body))
         except FileNotFoundError:
             return False
         return True
