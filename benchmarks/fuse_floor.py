@@ -188,9 +188,10 @@ def one_round(impl: str, work: pathlib.Path, lower: pathlib.Path, creates: int) 
     proc = None
     if impl == "floor":
         proc = subprocess.Popen([sys.executable, __file__, "--serve", str(upper), str(mnt)])
-    elif impl == "unionfs":
-        subprocess.run([sys.executable, "-m", "unionfs", "mount", "-o", opts, str(mnt)],
-                       check=True, cwd=ROOT)
+    elif impl.partition(":")[0] == "unionfs":
+        extra = impl.partition(":")[2]  # unionfs:spin=100,passthrough=off: other options
+        subprocess.run([sys.executable, "-m", "unionfs", "mount", "-o",
+                        opts + ("," + extra if extra else ""), str(mnt)], check=True, cwd=ROOT)
     else:
         subprocess.run(["fuse-overlayfs", "-o", opts, str(mnt)], check=True,
                        stderr=subprocess.DEVNULL)
@@ -211,10 +212,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dir", default="/var/tmp", help="where the layers live (default /var/tmp)")
     ap.add_argument("--creates", type=int, default=5000)
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--impls", nargs="+", default=list(IMPLS), choices=IMPLS)
+    ap.add_argument("--impls", nargs="+", default=list(IMPLS), metavar="IMPL",
+                    help="floor, unionfs, fuse-overlayfs; unionfs:OPTS mounts this project "
+                         "with more -o options (e.g. unionfs:spin=100), to compare them")
     ap.add_argument("--json", metavar="FILE")
     ap.add_argument("--serve", nargs=2, metavar=("HOST", "MNT"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    for impl in args.impls:
+        if impl.partition(":")[0] not in IMPLS:
+            ap.error(f"--impls: {impl!r} is not one of {', '.join(IMPLS)} (or unionfs:OPTS)")
     if args.serve:
         serve_floor(*args.serve)
         return 0
@@ -229,19 +235,20 @@ def main(argv: list[str] | None = None) -> int:
         (lower / "a").write_text("a lower file\n")
         for r in range(args.rounds):
             for impl in args.impls:
-                rates[impl].append(one_round(impl, base / f"{impl}-{r}", lower, args.creates))
+                work = base / f"{args.impls.index(impl)}-{r}"  # (no option text in a path)
+                rates[impl].append(one_round(impl, work, lower, args.creates))
     finally:
         shutil.rmtree(base, ignore_errors=True)
     ref = rates.get("fuse-overlayfs")
     print(f"creates/s on {args.dir}, {args.creates} files, {args.rounds} rounds "
           f"(load {load:.2f} -> {os.getloadavg()[0]:.2f})")
-    print(f"{'':16s} {'median':>8s} {'best':>8s}   ratio to fuse-overlayfs (median of rounds)")
+    print(f"{'':24s} {'median':>8s} {'best':>8s}   ratio to fuse-overlayfs (median of rounds)")
     result = {}
     for impl, v in rates.items():
         ratio = statistics.median(a / b for a, b in zip(v, ref, strict=True)) if ref else None
         result[impl] = {"rates": v, "median": statistics.median(v), "best": max(v),
                         "ratio": ratio}
-        print(f"{impl:16s} {statistics.median(v):8.0f} {max(v):8.0f}   "
+        print(f"{impl:24s} {statistics.median(v):8.0f} {max(v):8.0f}   "
               + (f"{ratio:.2f}" if ratio is not None else "-"))
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(
