@@ -443,6 +443,7 @@ class FuseOperations(mfusepy.Operations):
         self._union_fstat = engine.fstat if engine is not None else None
         self._union_lstat_or_none = engine.lstat_or_none if engine is not None else None
         self._union_created_stat = engine.created_stat if engine is not None else None
+        self._union_create_new = engine.create_new if engine is not None else None
         # a MountTable's router (see stable()); a UnionFS has none
         self._route = getattr(union, "route", None)
 
@@ -654,7 +655,7 @@ class FuseOperations(mfusepy.Operations):
     def stat(self, path: str | None, fh: int | None = None) -> os.stat_result:
         """The attributes FUSE asks for: the engine's ``lstat``, or for a file unlinked while
         open, its open handle's."""
-        if path is None or self._is_hidden(path):
+        if path is None or ((self._hidden or self._graves) and self._is_hidden(path)):
             return self._open_stat(self._unlinked(path, fh))
         st = self.union.lstat(path)
         if st.st_nlink > 1 and (st.st_mode & _S_IFMT) != _S_IFDIR:  # (as _note checks)
@@ -666,7 +667,8 @@ class FuseOperations(mfusepy.Operations):
         lookup, which answers a missing name with a negative entry, without the cost of an
         exception where the engine knows the name is absent."""
         get = self._union_lstat_or_none
-        if get is None or path is None or self._is_hidden(path):
+        if get is None or path is None or (
+                (self._hidden or self._graves) and self._is_hidden(path)):
             try:
                 return self.stat(path)
             except FileNotFoundError:
@@ -971,12 +973,14 @@ class FuseOperations(mfusepy.Operations):
         return fh
 
     def open(self, path: str, flags: int) -> int:
-        if self._is_hidden(path):
+        if (self._hidden or self._graves) and self._is_hidden(path):
             return self._reopen(path, flags)
         if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND):
-            self._reads.drop(path)
+            if self._reads._by_path:
+                self._reads.drop(path)
             fh = self._add(self.union.open(path, flags), path)
-            self._changed(path)  # a copy-up may have broken a hard link
+            if self._ino_of:
+                self._changed(path)  # a copy-up may have broken a hard link
             return fh
         if flags & os.O_DIRECT or not self.stable(path):
             return self._add(self.union.open(path, flags), path)
@@ -1003,8 +1007,28 @@ class FuseOperations(mfusepy.Operations):
                     ) -> tuple[int, os.stat_result]:
         """``create``, and the new file's attributes: exactly what ``fstat(fh)`` returns
         right after it, with no host call where the engine kept the stat it took when it
-        made the file (``UnionFS.created_stat``). For a create handler, which replies with
-        both before anything else can use the handle. Errors as ``create``."""
+        made the file (``UnionFS.created_stat``); for a caller who is the daemon's own user
+        (nothing to give away) and a name the engine knows is free, both in one engine call
+        (``UnionFS.create_new``). For a create handler, which replies with both before
+        anything else can use the handle. Errors as ``create``."""
+        fast = self._union_create_new
+        if fast is not None:
+            uid, gid, _pid = self.caller()
+            if uid == self._uid and gid == self._gid:  # (_give_to_caller: nothing to give)
+                if self._reads._by_path or self._listings:
+                    self._dirty(path)
+                made = fast(path, flags | os.O_CREAT, mode & 0o7777)
+                if made is not None:
+                    f, st = made
+                    fh = next(self._next_fh)  # (_add)
+                    self._files[fh] = _Open(f, path)
+                    if st is None:
+                        try:
+                            st = self.fstat(fh)
+                        except BaseException:
+                            self.release(None, fh)
+                            raise
+                    return fh, st
         fh = self.create(path, mode, flags)
         get = self._union_created_stat
         st = get(self._files[fh].file) if get is not None else None

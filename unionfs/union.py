@@ -74,10 +74,14 @@ _IFMT_OF_CODE = tuple(k.s_ifmt for k in _RECORD_KINDS)
 def _stat_result(mode: int, ino: int, dev: int, nlink: int, uid: int, gid: int, size: int,
                  at: int, mt: int, ct: int, rdev: int) -> os.stat_result:
     """A union ``stat``: times from nanoseconds, 4096-byte blocks (the engine's rules)."""
+    # equal times are converted once: a change sets ctime and mtime together, a create all
+    # three (the divisions of these large integers are most of this function's cost)
+    ms, mf = mt // 1_000_000_000, mt / 1e9
+    cs, cf = (ms, mf) if ct == mt else (ct // 1_000_000_000, ct / 1e9)
+    as_, af = (ms, mf) if at == mt else (at // 1_000_000_000, at / 1e9)
     return os.stat_result((
-        mode, ino, dev, nlink, uid, gid, size,
-        at // 1_000_000_000, mt // 1_000_000_000, ct // 1_000_000_000,
-        at / 1e9, mt / 1e9, ct / 1e9, at, mt, ct, 4096, (size + 511) // 512, rdev))
+        mode, ino, dev, nlink, uid, gid, size, as_, ms, cs, af, mf, cf, at, mt, ct, 4096,
+        (size + 511) // 512, rdev))
 
 
 def _normalize(path: Any) -> str:
@@ -152,6 +156,12 @@ class _TrackedUpper:
             method = getattr(layer, name, None)
             if method is not None:
                 setattr(self, name, self._wrap(name, method, where, scope, fs))
+        method = getattr(layer, "open_write", None)
+        if method is not None:
+            #: ``open_write`` of a file that is there (no ``create``): its data, size and
+            #: times may change (O_TRUNC; writes through it happen unseen anyway), nothing
+            #: else, its parent's stat included: tracked as ``utime`` is
+            self.open_existing = self._wrap("open_existing", method, (0,), "times", fs)
 
     @staticmethod
     def _wrap(name: str, method: Callable, where: tuple[int, ...], scope: str,
@@ -176,6 +186,17 @@ class _TrackedUpper:
                         names_changed(name, names, (path, *args), ok)
 
             return write_one
+
+        if where == (0,) and scope == "times" and names is None:
+            retimed = fs._retimed
+
+            def write_times(path: str, *args: Any, **kwargs: Any) -> Any:
+                try:
+                    return method(path, *args, **kwargs)
+                finally:
+                    retimed(path)
+
+            return write_times
 
         def write(*args: Any, **kwargs: Any) -> Any:
             paths = [args[k] for k in where if k < len(args)]
@@ -1236,6 +1257,34 @@ class UnionFS:
                             st.st_size, st.st_atime_ns, st.st_mtime_ns, st.st_ctime_ns,
                             st.st_rdev)
 
+    def _changed_dir_stat(self, p: str, key: tuple[str, bool]) -> os.stat_result | None:
+        """``_lookup_stat(p)`` of a stale upper directory (``_stale``) with no lower part,
+        resolved before (``_dnodes``), made the way ``_stat_of`` / ``_stale_dir_stat`` make
+        it (not merged: the host's link count; the entry's inode number) from one host
+        stat, without the lookup's other steps; cached under ``key`` as there. None: not
+        such a directory, or the host stat says more changed (ask ``_lookup_stat``)."""
+        with self._lock:
+            node = self._dnodes.get(p)
+            if node is None or node.lower is not None or self.index or \
+                    self._refresh is None or p not in self._stale:
+                return None
+            e = node.upper
+            if e is None or e.kind is not Kind.DIR:
+                return None
+            st = self.upper.host_stat(p, e)
+            if st is None:
+                return None
+            ino = e.origin_ino  # (as _ino: the origin's, else the mapped host inode)
+            if ino is None:
+                ino = self._ino_map.get(e.ino)
+                if ino is None:
+                    ino = _compose_ino(0, e.ino)
+            st = _stat_result(_stat.S_IFDIR | (st.st_mode & 0o7777), ino, self.st_dev,
+                              st.st_nlink, st.st_uid, st.st_gid, st.st_size, st.st_atime_ns,
+                              st.st_mtime_ns, st.st_ctime_ns, st.st_rdev)
+            self._stat_cache[key] = st
+            return st
+
     def _upper_file_stat(self, e: Entry, st: os.stat_result) -> os.stat_result:
         """``_stat_of`` of the node of an upper regular file with no lower part (not a
         metacopy file) whose cached entry is ``e`` and whose host stat is ``st``
@@ -1270,26 +1319,28 @@ class UnionFS:
         st = self.upper.host_stat(p, e, fd)
         return None if st is None else self._upper_file_stat(e, st)
 
-    def _known_absent(self, p: str, cut: int) -> bool:
-        """True when the caches prove that nothing is at ``p`` (whose last "/" is at ``cut``):
-        its parent is a resolved directory the engine made in the upper (``_complete``
-        lists every name in it, and ``p``'s is not there) with no lower part showing the
-        name. What ``_resolve`` would find, without a step of it; False: not known so."""
-        names_in = self._complete.get(p[:cut] or "/")
+    def _known_absent(self, p: str, cut: int) -> _Node | None:
+        """The parent's node when the caches prove that nothing is at ``p`` (whose last "/"
+        is at ``cut``): its parent is a resolved directory the engine made in the upper
+        (``_complete`` lists every name in it, and ``p``'s is not there) with no lower part
+        showing the name. What ``_resolve`` would find, without a step of it; None: not
+        known so."""
+        head = p[:cut] or "/"
+        names_in = self._complete.get(head)
         name = p[cut + 1:]
         if names_in is None or name in names_in or len(name) > 63:
-            return False
-        parent = self._dnodes.get(p[:cut] or "/")
-        if parent is None or parent.upper is None or parent.upper.kind is not Kind.DIR \
-                or self.index:
-            return False
-        if self._ucache.get(p) is not None:
-            return False
-        if parent.lower_dirs_visible():
-            kids = parent.lower.children  # type: ignore[union-attr]
+            return None
+        parent = self._dnodes.get(head)
+        if parent is None or self.index:
+            return None
+        pu = parent.upper
+        if pu is None or pu.kind is not Kind.DIR or self._ucache.get(p) is not None:
+            return None
+        if parent.lower is not None and parent.lower_dirs_visible():
+            kids = parent.lower.children
             if kids is None or name in kids:
-                return False
-        return True
+                return None
+        return parent
 
     def _index_entry(self, key: str) -> Entry | None:
         finder = getattr(self._up, "index_entry", None)
@@ -1354,6 +1405,23 @@ class UnionFS:
 
     def lstat(self, path: Any) -> os.stat_result:
         """``os.lstat`` (does not follow a final symlink)."""
+        if type(path) is str:
+            # a key of these caches is a normalised path, so a hit needs no _norm: the
+            # stat asked again, or that of an upper directory the engine's own creates
+            # and removals changed (the kernel asks for it after each of them)
+            key = (path, False)
+            st = self._stat_cache.get(key)
+            if st is not None:
+                return st
+            if path in self._stale:
+                st = self._changed_dir_stat(path, key)
+                if st is not None:
+                    return st
+            elif path in self._ufiles:  # an upper file the engine knows: one host stat
+                with self._lock:
+                    st = self._known_file_stat(path)
+                if st is not None:
+                    return st
         p = self._norm(path)
         st = self._lookup_stat(p, False)
         if st is None:
@@ -1365,6 +1433,22 @@ class UnionFS:
         lookup of a name that may not be there (every create starts with one) costs no
         exception where the engine knows the name is absent. Other errors are raised as
         ``lstat`` raises them: ENOTDIR, ELOOP, ENAMETOOLONG."""
+        complete = self._complete
+        if complete and type(path) is str:
+            # the lookup before a create: a name the caches prove absent, first. Its parent
+            # is a key of _complete (so a normalised path); the name must be one too (not
+            # "", "." or "..", no NUL) in a path too short for ENAMETOOLONG: then ``path`` is
+            # what _norm would make of it
+            cut = path.rfind("/")
+            name = path[cut + 1:]
+            if cut >= 0 and cut != 1 and name and len(path) < 1024 and name != "." and \
+                    name != ".." and "\0" not in name:  # (cut 1: "//name")
+                names_in = complete.get(path[:cut] or "/")
+                if names_in is not None and name not in names_in:
+                    with self._lock:
+                        if path not in self._ufiles and \
+                                self._known_absent(path, cut) is not None:
+                            return None
         try:
             return self._lookup_stat(self._norm(path), False)
         except FileNotFoundError:  # (a missing parent directory, an empty path)
@@ -2045,6 +2129,71 @@ class UnionFS:
     def _open_changing(self, path: Any, flags: int, perm: int) -> tuple[Any, str, int | None]:
         return self._open(path, flags, perm)
 
+    def create_new(self, path: Any, flags: int, perm: int = 0o666
+                   ) -> tuple[BinaryIO, os.stat_result | None] | None:
+        """``open(path, flags | O_CREAT, perm=perm)`` of a name the caches prove absent (the
+        usual create: a new name in an upper directory the engine made, see
+        ``_known_absent``), and the new file's ``created_stat`` (None where that is None),
+        in one call with the fewest steps: for a FUSE create handler. None, with nothing
+        done, where this is not the case or the open is not the plain one (read-only,
+        ``O_DIRECTORY``, a ``.wh.`` name, an upper that is not a ``DirLayer``,
+        ``index=on``): then ``open`` does it. Errors as ``open`` (the host's: ENOSPC, ...)."""
+        acc = flags & _O_ACCMODE
+        if acc == _O_RDONLY or flags & _O_DIRECTORY or self._refresh is None or self.index:
+            return None
+        p = self._norm(path)
+        cut = p.rfind("/")
+        if p[cut + 1:cut + 5] == ".wh." or not self._complete:
+            return None
+        with self._lock:
+            parent = self._known_absent(p, cut) if p != "/" else None
+            if parent is None:
+                return None
+            head = parent.path
+            # what _open does for a known-absent name (nothing to copy up, no whiteout to
+            # clear), with the upper's tracking (_TrackedUpper's write_one) done here
+            try:
+                f = self.upper.create_new(p, perm & ~self.umask & 0o7777,
+                                          append=bool(flags & _O_APPEND),
+                                          readable=acc == _O_RDWR)
+            except BaseException:
+                self._forget(p)
+                self._names_changed("open_write", _NAMES["open_write"], (p,), False)
+                raise
+            # _forget(p) where p was absent: nothing was cached about p but (maybe) its
+            # absence; the parent's stat goes and its entry is marked stale
+            self._gen += 1
+            self._ucache.pop(p, None)
+            self._ufiles.pop(p, None)
+            stats = self._stat_cache
+            stats.pop((head, True), None)
+            stats.pop((head, False), None)
+            self._stale.add(head)
+            if self._ptimes:
+                self._ptimes.pop(head, None)
+            if self._sym_stat:
+                self._sym_stat.clear()
+            self._complete[head].add(p[cut + 1:])  # (_names_changed)
+            gen = self._gen
+            if parent.upper.mode & _stat.S_ISGID:  # type: ignore[union-attr]
+                self._inherit_group(parent, p, False)
+            e = f.entry  # type: ignore[attr-defined]
+            if e is None:  # (the host gave it xattrs: the general way)
+                uf = UnionFile(f, self, p, self._created_ino(f, p, gen))  # type: ignore[arg-type]
+                return uf, None  # type: ignore[return-value]
+            # _created_ino and created_stat, spelled out
+            ino = self._ino_map.get(e.ino) if self._ino_map else None
+            if ino is None:
+                ino = _compose_ino(0, e.ino)
+            st = None
+            if e.nlink == 1 and p not in self._ucache:
+                self._ufiles[p] = e
+                f.entry_gen = gen  # type: ignore[attr-defined]
+                if gen == self._gen:
+                    st = _stat_result(_S_IFREG | e.mode, ino, self.st_dev, 1, e.uid, e.gid,
+                                      e.size, e.atime_ns, e.mtime_ns, e.ctime_ns, e.rdev)
+            return UnionFile(f, self, p, ino), st  # type: ignore[return-value]
+
     def _created_ino(self, f: Any, path: str, gen: int) -> int | None:
         """The union inode number of the file ``path`` this union just created in the upper,
         from its open descriptor (no lookup); None when the file has no host descriptor.
@@ -2074,11 +2223,22 @@ class UnionFS:
         create, excl = bool(flags & _O_CREAT), bool(flags & _O_EXCL)
         trunc, append = bool(flags & _O_TRUNC), bool(flags & _O_APPEND)
         with self._lock:
+            ufiles = self._ufiles
+            if ufiles and (write or trunc) and p in ufiles and \
+                    not flags & (_O_EXCL | _O_DIRECTORY) and not self.index:
+                # an upper file the engine knows (every change of it or of a directory
+                # above it drops it from _ufiles): no walk, no lookup
+                e = ufiles[p]
+                if not e.metacopy and p not in self._ucache:
+                    return self._up.open_existing(p, truncate=trunc, append=append,
+                                                  readable=acc == _O_RDWR), p, \
+                        self._upper_ino(e)
             cut = p.rfind("/")
-            known_absent = create and p != "/" and bool(self._complete) and \
-                self._known_absent(p, cut)
-            if known_absent:  # (the usual create: the caches know the name is free)
-                parent, node, name = self._dnodes[p[:cut] or "/"], None, p[cut + 1:]
+            known = self._known_absent(p, cut) if create and p != "/" and self._complete \
+                else None
+            known_absent = known is not None
+            if known is not None:  # (the usual create: the caches know the name is free)
+                parent, node, name = known, None, p[cut + 1:]
             elif (create and excl) or flags & _O_NOFOLLOW:
                 parent, node, name = self._lookup_nofollow(p)
             else:
@@ -2130,8 +2290,8 @@ class UnionFS:
                     node = self._copy_up(node) if not trunc else node
                     if trunc and node.upper.metacopy:
                         self._up.set_metacopy(node.path, False)
-                return self._up.open_write(node.path, truncate=trunc, append=append,
-                                           readable=acc == _O_RDWR), node.path, \
+                return self._up.open_existing(node.path, truncate=trunc, append=append,
+                                              readable=acc == _O_RDWR), node.path, \
                     self._ino(node)
             if self.index and node.upper is None and not (
                     node.alias is not None and node.alias.metacopy):
