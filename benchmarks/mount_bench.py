@@ -142,10 +142,11 @@ def mounted(impl: str, stack: Stack, scratch: pathlib.Path) -> Iterator[pathlib.
         # changes need a private copy; reads use the merged tree itself
         yield stack.plain
         return
-    if impl in UNIONFS_APIS:
+    name, _, extra = impl.partition(":")  # unionfs:spin=0,passthrough=off: more options
+    if name in UNIONFS_APIS:
         _run([sys.executable, "-m", "unionfs", "mount", "-o",
-              f"lowerdir={lowerdir},upperdir={upper},workdir={work}{UNIONFS_APIS[impl]}",
-              str(mnt)],
+              f"lowerdir={lowerdir},upperdir={upper},workdir={work}{UNIONFS_APIS[name]}"
+              + ("," + extra if extra else ""), str(mnt)],
              cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
         umount = [sys.executable, "-m", "unionfs", "umount", str(mnt)]
     elif impl == "kernel":
@@ -380,7 +381,7 @@ def available(impl: str) -> bool:
     return {"unionfs": True, "unionfs-ll": True, "unionfs-hl": True, "plain": True,
             "kernel": True,
             "fuse-overlayfs": shutil.which("fuse-overlayfs") is not None,
-            "unionfs-fuse": shutil.which("unionfs-fuse") is not None}[impl]
+            "unionfs-fuse": shutil.which("unionfs-fuse") is not None}[impl.partition(":")[0]]
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -517,8 +518,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="reduced scale (3k files, 32 MiB)")
     ap.add_argument("--layers", type=int, nargs="+", default=None)
-    ap.add_argument("--impls", nargs="+", default=list(IMPLS),
-                    choices=[*IMPLS, "unionfs-ll", "unionfs-hl"])
+    ap.add_argument("--impls", nargs="+", default=list(IMPLS), metavar="IMPL",
+                    help=f"{', '.join(IMPLS)}, unionfs-ll, unionfs-hl; unionfs:OPTS mounts "
+                         "this project with more -o options (e.g. unionfs:spin=0)")
     ap.add_argument("--ops", nargs="+", default=None, metavar="OP",
                     choices=[*READ_OPS, *WRITE_OPS],
                     help="measure only these operations (default: all), e.g. --ops creates")
@@ -535,6 +537,11 @@ def main(argv: list[str] | None = None) -> int:
                          "over the units done (0: none; default 5)")
     ap.add_argument("--show", metavar="JSON", help="print the table of an earlier run's JSON")
     args = ap.parse_args(argv)
+    known = (*IMPLS, *UNIONFS_APIS)
+    for impl in args.impls:
+        name, colon, _ = impl.partition(":")
+        if name not in known or (colon and name not in UNIONFS_APIS):
+            ap.error(f"--impls: {impl!r} is not one of {', '.join(known)} (or unionfs:OPTS)")
     args.cold_repeat = max(1, args.cold_repeat)
     if args.show:
         shown = json.loads(pathlib.Path(args.show).read_text())

@@ -61,7 +61,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from .fuse import FuseOperations, _Notifier
-from .mount import DEFAULT_TIMEOUT, MountError, MountOptions
+from .mount import DEFAULT_SPIN, DEFAULT_TIMEOUT, MountError, MountOptions
 
 _lib = ctypes.CDLL("libfuse3.so.3")
 
@@ -318,7 +318,7 @@ class LowLevel:
         self.plus = opts is None or opts.readdirplus
         self.want_passthrough = (opts is None or opts.passthrough) and not self.direct_io
         #: how long to keep asking for the next request before sleeping (seconds; ``spin=``)
-        self.spin = (opts.spin if opts is not None else 0.0) / 1e6
+        self.spin = (opts.spin if opts is not None else DEFAULT_SPIN) / 1e6
         self._uid = self._int_option("uid")
         self._gid = self._int_option("gid")
         umask = opts.fuse_option("umask") if opts is not None else None
@@ -1229,11 +1229,15 @@ class LowLevel:
         if spin:
             # wait for the next request by asking again for a moment before sleeping in
             # poll(2): a sleeping daemon is woken by the kernel, and on a virtual machine
-            # that wake-up (of an idle virtual CPU) costs more than the request itself
+            # that wake-up (of an idle virtual CPU) can cost more than the request itself.
+            # Only while requests come close together (``busy``: the last one came within
+            # the window): a request after a pause is waited for in poll(2) at once, so an
+            # idle or slow caller costs no spinning
             os.set_blocking(fd, False)
             poller = select.poll()
             poller.register(fd, select.POLLIN)
             clock, yield_ = time.perf_counter, os.sched_yield
+            busy = True
         while not self._stop:
             try:
                 if main:
@@ -1241,20 +1245,18 @@ class LowLevel:
                 if not spin:
                     readv(fd, bufs)
                 else:
-                    give_up = 0.0
+                    start = clock()
+                    give_up = start + spin if busy else start
                     while True:
                         try:
                             readv(fd, bufs)
                             break
                         except BlockingIOError:
-                            now = clock()
-                            if not give_up:
-                                give_up = now + spin
-                            elif now > give_up:
-                                poller.poll()
-                                give_up = 0.0
-                            else:
+                            if clock() < give_up:
                                 yield_()  # (another task on this CPU goes first)
+                            else:
+                                poller.poll()
+                    busy = clock() - start < spin
                 if main:
                     self._reading = False
             except _Stop:

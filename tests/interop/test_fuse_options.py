@@ -76,7 +76,8 @@ def test_passthrough_is_on_unless_turned_off():
 
 
 def test_spin_takes_microseconds():
-    assert parse_options(["lowerdir=/l"], cwd="/").spin == 0.0
+    assert parse_options(["lowerdir=/l"], cwd="/").spin == 200.0
+    assert parse_options(["lowerdir=/l,spin=0"], cwd="/").spin == 0.0
     opts = parse_options(["lowerdir=/l,spin=150"], cwd="/")
     assert opts.spin == 150.0 and opts.fuse == ()
     for bad in ("-1", "fast", "2000000"):
