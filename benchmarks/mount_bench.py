@@ -11,7 +11,8 @@ reads, sequential and random 4 KiB reads of a large file, copy-up of small files
 large file, creates, unlinks of lower files, ``tar c`` of the mount; read operations cold
 (fresh mount, caches dropped) and warm (the same run repeated at once, best of ``--repeat``);
 changing operations on a fresh upper dir, cold and warm (targets read once before). A cold
-figure is the best of ``--cold-repeat`` fresh mounts (default 2). Each
+figure is the best of ``--cold-repeat`` fresh mounts (default 2), the implementations taking
+turns within each repetition. Each
 measurement stops after ``--budget`` seconds and reports the rate over the units done, which
 bounds a full run (about 15 minutes on 2 cores). Prints a table and JSON; in the JSON each
 implementation's figures carry ``cold_ratio``/``warm_ratio`` to fuse-overlayfs, and the run
@@ -405,50 +406,65 @@ def run(args: argparse.Namespace) -> dict:
               f"{time.perf_counter() - t0:.1f}s", file=sys.stderr, flush=True)
         table: dict = {}
         scratch = base / "scratch"
+        # each repetition measures every implementation in turn (A B C, A B C, ...), so a
+        # change of the machine's pace during the run (a shared host, this disk's writeback)
+        # falls on all of them alike instead of on whichever ran at that moment
         for name, (fn, unit) in READ_OPS.items():
             if args.ops and name not in args.ops:
                 continue
-            for impl in impls:
-                try:
-                    cold = 0.0
-                    for i in range(args.cold_repeat):
+            rows = {impl: {"cold": 0.0, "warm": 0.0} for impl in impls}
+            failed: set[str] = set()
+            for i in range(args.cold_repeat):
+                for impl in impls:
+                    if impl in failed:
+                        continue
+                    try:
                         with mounted(impl, stack, scratch) as m:
                             drop_caches()
-                            cold = max(cold, timed(fn, m, stack, scale))
+                            row = rows[impl]
+                            row["cold"] = max(row["cold"], timed(fn, m, stack, scale))
                             if i == args.cold_repeat - 1:
                                 # warm: the best of a few runs (the machine is shared; a warm
                                 # run is mostly the kernel's caches, so noise is most of its
                                 # spread)
-                                warm = best_of(args.repeat, fn, m, stack, scale)
-                except (RuntimeError, OSError) as e:  # one tool failing spoils no other figure
-                    print(f"  {name:22s} {impl:15s} FAILED: {e}", file=sys.stderr, flush=True)
-                    cold = warm = 0.0
-                table.setdefault(name, {"unit": unit})[impl] = {"cold": cold, "warm": warm}
-                print(f"  {name:22s} {impl:15s} cold {cold:12.1f} warm {warm:12.1f} {unit}",
-                      file=sys.stderr, flush=True)
+                                row["warm"] = best_of(args.repeat, fn, m, stack, scale)
+                    except (RuntimeError, OSError) as e:  # one tool failing spoils no other
+                        print(f"  {name:22s} {impl:15s} FAILED: {e}", file=sys.stderr,
+                              flush=True)
+                        failed.add(impl)
+                        rows[impl] = {"cold": 0.0, "warm": 0.0}
+            for impl in impls:
+                table.setdefault(name, {"unit": unit})[impl] = rows[impl]
+                print(f"  {name:22s} {impl:15s} cold {rows[impl]['cold']:12.1f} warm "
+                      f"{rows[impl]['warm']:12.1f} {unit}", file=sys.stderr, flush=True)
         for name, (fn, unit) in WRITE_OPS.items():
             if args.ops and name not in args.ops:
                 continue
-            for impl in impls:
-                row = {}
-                for mode in ("cold", "warm"):
-                    try:
-                        row[mode] = 0.0
-                        for _ in range(args.cold_repeat if mode == "cold" else 1):
+            rows = {impl: {"cold": 0.0, "warm": 0.0} for impl in impls}
+            for mode in ("cold", "warm"):
+                failed = set()
+                for _ in range(args.cold_repeat if mode == "cold" else 1):
+                    for impl in impls:
+                        if impl in failed:
+                            continue
+                        try:
                             with writable(impl, stack, scratch,
                                           changed_files(name, stack, scale)) as m:
                                 if mode == "warm":
                                     warm_targets(m, stack, name, scale)
                                 else:
                                     drop_caches()
-                                row[mode] = max(row[mode], timed(fn, m, stack, scale))
-                    except (RuntimeError, OSError) as e:
-                        print(f"  {name:22s} {impl:15s} FAILED: {e}", file=sys.stderr,
-                              flush=True)
-                        row[mode] = 0.0
-                table.setdefault(name, {"unit": unit})[impl] = row
-                print(f"  {name:22s} {impl:15s} cold {row['cold']:12.1f} warm "
-                      f"{row['warm']:12.1f} {unit}", file=sys.stderr, flush=True)
+                                rows[impl][mode] = max(rows[impl][mode],
+                                                       timed(fn, m, stack, scale))
+                        except (RuntimeError, OSError) as e:
+                            print(f"  {name:22s} {impl:15s} FAILED: {e}", file=sys.stderr,
+                                  flush=True)
+                            failed.add(impl)
+                            rows[impl][mode] = 0.0
+            for impl in impls:
+                table.setdefault(name, {"unit": unit})[impl] = rows[impl]
+                print(f"  {name:22s} {impl:15s} cold {rows[impl]['cold']:12.1f} warm "
+                      f"{rows[impl]['warm']:12.1f} {unit}", file=sys.stderr, flush=True)
         if scratch.exists():
             shutil.rmtree(scratch)
         for row in table.values():
