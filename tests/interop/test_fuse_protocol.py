@@ -99,3 +99,40 @@ def test_a_listing_larger_than_one_reply_comes_whole(tmp_path):
             seen = {e.name: e.inode() for e in it}
         assert set(seen) == names and all(seen.values())
         assert {e.name for e in os.scandir(d) if e.is_file()} == names
+
+
+def _stat(times_ns: tuple[int, int, int], seconds: tuple[int, int, int]) -> os.stat_result:
+    return os.stat_result(
+        (0o100644, 12345, 7, 2, 1000, 1000, 4097, *seconds),
+        {"st_atime_ns": times_ns[0], "st_mtime_ns": times_ns[1], "st_ctime_ns": times_ns[2],
+         "st_blocks": 16, "st_blksize": 4096, "st_rdev": 0})
+
+
+@pytest.mark.parametrize("options", ["", "uid=5,gid=6,umask=027"])
+def test_attributes_pack_alike_by_the_fast_and_the_general_route(tmp_path, options):
+    from unionfs import fuse_ll
+    from unionfs.fuse import FuseOperations
+    from unionfs.mount import build_union, parse_options
+
+    for d in ("l", "u", "w"):
+        (tmp_path / d).mkdir()
+    (tmp_path / "l" / "f").write_bytes(b"x")
+    opts = parse_options([f"lowerdir={tmp_path}/l,upperdir={tmp_path}/u,workdir={tmp_path}/w"
+                          + ("," + options if options else "")])
+    ll = fuse_ll.LowLevel(FuseOperations(build_union(opts), opts), opts)
+    floor = [t // 10**9 for t in (1_700_000_000_123_456_789, 5, -1_500_000_000)]
+    cases = [
+        os.stat(tmp_path / "l" / "f"),  # a host stat
+        ll.ops.stat("/f"),  # the engine's
+        _stat((1_700_000_000_123_456_789, 5, -1_500_000_000), tuple(floor)),
+        # seconds truncated toward zero (int() of a float time): before 1970 that is not
+        # the floor, so the fast route must step aside
+        _stat((-1_500_000_000, -1, 0), (-1, 0, 0)),
+    ]
+    for st in cases:
+        assert ll._attr(st) == fuse_ll._ATTR.pack(*ll._fields(st))
+    # and the fields are what the kernel must see: floored seconds, nanoseconds below 1e9
+    f = fuse_ll._ATTR.unpack(ll._attr(cases[3]))
+    assert (f[3], f[6]) == (-2, 500_000_000)  # (atime, its nanoseconds)
+    if options:
+        assert (f[11], f[12], f[9] & 0o777) == (5, 6, 0o640)
