@@ -980,7 +980,9 @@ class FuseOperations(mfusepy.Operations):
                 self._reads.drop(path)
             fh = self._add(self.union.open(path, flags), path)
             if self._ino_of:
-                self._changed(path)  # a copy-up may have broken a hard link
+                # a copy-up may have broken a hard link: every name's attributes the kernel
+                # keeps are stale, this one's too (its link count fell to 1)
+                self._changed(path, including=True)
             return fh
         if flags & os.O_DIRECT or not self.stable(path):
             return self._add(self.union.open(path, flags), path)
