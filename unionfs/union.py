@@ -64,6 +64,7 @@ _S_IFMT = {k: k.s_ifmt for k in Kind}
 #: the same by the kind's value (an Enum member hashes in Python: this lookup does not)
 _S_IFMT_OF_VALUE = {k._value_: k.s_ifmt for k in Kind}
 _S_IFREG = _stat.S_IFREG
+_S_ISGID = _stat.S_ISGID
 #: kinds whose lower stack is the object alone when no other layer has the name
 _SIMPLE_KINDS = frozenset(k for k in Kind if k not in (Kind.DIR, Kind.WHITEOUT))
 #: the same by record code (``DirLayer.records``), and each code's ``S_IFMT`` bits
@@ -576,6 +577,10 @@ class UnionFile:
     for FUSE's path-less requests: ``stat()``, ``chmod``, ``chown``, ``utime``. While the
     file is still linked at its path these go through the union (same ``st_ino`` as
     ``lstat``); once unlinked they act on the open file itself (``st_nlink`` 0)."""
+
+    # one is made per open (and create): its own fields in slots are set and read faster;
+    # a dict and weak references as any object has
+    __slots__ = ("__dict__", "__weakref__", "_fs", "_inner", "ino", "path")
 
     def __init__(self, inner: Any, fs: UnionFS, path: str, ino: int) -> None:
         self._inner = inner
@@ -1443,12 +1448,24 @@ class UnionFS:
             name = path[cut + 1:]
             if cut >= 0 and cut != 1 and name and len(path) < 1024 and name != "." and \
                     name != ".." and "\0" not in name:  # (cut 1: "//name")
-                names_in = complete.get(path[:cut] or "/")
-                if names_in is not None and name not in names_in:
+                head = path[:cut] or "/"
+                names_in = complete.get(head)
+                if names_in is not None and name not in names_in and len(name) <= 63 \
+                        and not self.index:
+                    # _known_absent(path, cut), spelled out with what is known here
                     with self._lock:
-                        if path not in self._ufiles and \
-                                self._known_absent(path, cut) is not None:
-                            return None
+                        parent = self._dnodes.get(head)
+                        names_in = complete.get(head)  # (again, under the lock)
+                        if parent is not None and path not in self._ufiles and \
+                                names_in is not None and name not in names_in:
+                            pu = parent.upper
+                            if pu is not None and pu.kind is Kind.DIR and \
+                                    self._ucache.get(path) is None:
+                                if parent.lower is None or not parent.lower_dirs_visible():
+                                    return None
+                                kids = parent.lower.children
+                                if kids is not None and name not in kids:
+                                    return None
         try:
             return self._lookup_stat(self._norm(path), False)
         except FileNotFoundError:  # (a missing parent directory, an empty path)
@@ -2141,14 +2158,40 @@ class UnionFS:
         acc = flags & _O_ACCMODE
         if acc == _O_RDONLY or flags & _O_DIRECTORY or self._refresh is None or self.index:
             return None
-        p = self._norm(path)
-        cut = p.rfind("/")
-        if p[cut + 1:cut + 5] == ".wh." or not self._complete:
+        complete = self._complete
+        if not complete:
             return None
+        # _norm(path) where it must be the path itself (as lstat_or_none: the parent a key
+        # of _complete, so a normalised path, and the name one name in a short path)
+        p = path
+        if type(p) is str:
+            cut = p.rfind("/")
+            name = p[cut + 1:]
+        else:
+            cut, name = -1, ""
+        if cut < 0 or cut == 1 or not name or len(p) >= 1024 or name == "." or \
+                name == ".." or "\0" in name or (p[:cut] or "/") not in complete:
+            p = self._norm(path)
+            cut = p.rfind("/")
+            name = p[cut + 1:]
+        if name[:4] == ".wh." or p == "/" or len(name) > 63:
+            return None
+        head = p[:cut] or "/"
         with self._lock:
-            parent = self._known_absent(p, cut) if p != "/" else None
+            # _known_absent(p, cut), spelled out
+            names_in = complete.get(head)
+            if names_in is None or name in names_in:
+                return None
+            parent = self._dnodes.get(head)
             if parent is None:
                 return None
+            pu = parent.upper
+            if pu is None or pu.kind is not Kind.DIR or self._ucache.get(p) is not None:
+                return None
+            if parent.lower is not None and parent.lower_dirs_visible():
+                kids = parent.lower.children
+                if kids is None or name in kids:
+                    return None
             head = parent.path
             # what _open does for a known-absent name (nothing to copy up, no whiteout to
             # clear), with the upper's tracking (_TrackedUpper's write_one) done here
@@ -2173,9 +2216,9 @@ class UnionFS:
                 self._ptimes.pop(head, None)
             if self._sym_stat:
                 self._sym_stat.clear()
-            self._complete[head].add(p[cut + 1:])  # (_names_changed)
+            names_in.add(name)  # (_names_changed; the set of complete[head])
             gen = self._gen
-            if parent.upper.mode & _stat.S_ISGID:  # type: ignore[union-attr]
+            if pu.mode & _S_ISGID:
                 self._inherit_group(parent, p, False)
             e = f.entry  # type: ignore[attr-defined]
             if e is None:  # (the host gave it xattrs: the general way)
@@ -2184,7 +2227,9 @@ class UnionFS:
             # _created_ino and created_stat, spelled out
             ino = self._ino_map.get(e.ino) if self._ino_map else None
             if ino is None:
-                ino = _compose_ino(0, e.ino)
+                ino = e.ino
+                if ino > _INO_MASK:  # (_compose_ino(0, ino): the host's own number if it fits)
+                    ino = _compose_ino(0, ino)
             st = None
             if e.nlink == 1 and p not in self._ucache:
                 self._ufiles[p] = e

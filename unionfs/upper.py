@@ -114,6 +114,12 @@ class HostFile(_io.RawIOBase):
     # own flag, set by its ``close``, cost a microsecond more per file). IOBase's finalizer
     # and its checks ask ``closed``, so they see this one.
 
+    # Slots, for the same reason: a file object without an instance dict until one is needed
+    # (io.IOBase gives its objects one) is made in two thirds of the time. ``entry`` (the
+    # new file's description, see DirLayer.open_write(describe=True)) and ``entry_gen``
+    # (UnionFS's change count then) are set by the layer and the union on a created file.
+    __slots__ = ("_append", "_fd", "_readable", "_writable", "entry", "entry_gen", "name")
+
     def __init__(self, fd: int, *, readable: bool = True, writable: bool = True,
                  append: bool = False, name: str | None = None) -> None:
         # (io.RawIOBase.__init__ does nothing: not called)
