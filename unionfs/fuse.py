@@ -1024,23 +1024,20 @@ class FuseOperations(mfusepy.Operations):
                     f, st = made
                     fh = next(self._next_fh)  # (_add)
                     self._files[fh] = _Open(f, path)
-                    if st is None:
-                        try:
-                            st = self.fstat(fh)
-                        except BaseException:
-                            self.release(None, fh)
-                            raise
-                    return fh, st
+                    return fh, st if st is not None else self._fstat_or_release(fh)
         fh = self.create(path, mode, flags)
         get = self._union_created_stat
         st = get(self._files[fh].file) if get is not None else None
-        if st is None:
-            try:
-                st = self.fstat(fh)
-            except BaseException:
-                self.release(None, fh)
-                raise
-        return fh, st
+        return fh, st if st is not None else self._fstat_or_release(fh)
+
+    def _fstat_or_release(self, fh: int) -> os.stat_result:
+        """``fstat(fh)`` of a handle just made; if that fails, the handle is released (no
+        one else has it yet) and the error raised."""
+        try:
+            return self.fstat(fh)
+        except BaseException:
+            self.release(None, fh)
+            raise
 
     def read(self, path: str | None, size: int, offset: int, fh: int) -> bytes:
         return self._file(fh).pread(size, offset)

@@ -1379,21 +1379,20 @@ def _signed(value: int) -> int:
 
 def _lib_caps(kernel: int) -> int:
     """Kernel INIT flags as libfuse's ``FUSE_CAP_*`` bits (for its connection options)."""
-    out = kernel & _SAME_CAPS
-    if kernel & _K_POSIX_ACL:
-        out |= _LIB_POSIX_ACL
-    if kernel & _K_KILLPRIV:
-        out |= _LIB_KILLPRIV
-    return out
+    return _swap_caps(kernel, (_K_POSIX_ACL, _LIB_POSIX_ACL), (_K_KILLPRIV, _LIB_KILLPRIV))
 
 
 def _kernel_caps(lib: int) -> int:
     """libfuse's ``FUSE_CAP_*`` bits as kernel INIT flags."""
-    out = lib & _SAME_CAPS
-    if lib & _LIB_POSIX_ACL:
-        out |= _K_POSIX_ACL
-    if lib & _LIB_KILLPRIV:
-        out |= _K_KILLPRIV
+    return _swap_caps(lib, (_LIB_POSIX_ACL, _K_POSIX_ACL), (_LIB_KILLPRIV, _K_KILLPRIV))
+
+
+def _swap_caps(bits: int, *moves: tuple[int, int]) -> int:
+    """``bits`` with the bits both numberings share, and each ``(from, to)`` moved."""
+    out = bits & _SAME_CAPS
+    for frm, to in moves:
+        if bits & frm:
+            out |= to
     return out
 
 

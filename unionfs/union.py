@@ -2176,22 +2176,10 @@ class UnionFS:
             name = p[cut + 1:]
         if name[:4] == ".wh." or p == "/" or len(name) > 63:
             return None
-        head = p[:cut] or "/"
         with self._lock:
-            # _known_absent(p, cut), spelled out
-            names_in = complete.get(head)
-            if names_in is None or name in names_in:
-                return None
-            parent = self._dnodes.get(head)
+            parent = self._known_absent(p, cut)
             if parent is None:
                 return None
-            pu = parent.upper
-            if pu is None or pu.kind is not Kind.DIR or self._ucache.get(p) is not None:
-                return None
-            if parent.lower is not None and parent.lower_dirs_visible():
-                kids = parent.lower.children
-                if kids is None or name in kids:
-                    return None
             head = parent.path
             # what _open does for a known-absent name (nothing to copy up, no whiteout to
             # clear), with the upper's tracking (_TrackedUpper's write_one) done here
@@ -2216,9 +2204,9 @@ class UnionFS:
                 self._ptimes.pop(head, None)
             if self._sym_stat:
                 self._sym_stat.clear()
-            names_in.add(name)  # (_names_changed; the set of complete[head])
+            complete[head].add(name)  # (_names_changed)
             gen = self._gen
-            if pu.mode & _S_ISGID:
+            if parent.upper.mode & _S_ISGID:  # type: ignore[union-attr]
                 self._inherit_group(parent, p, False)
             e = f.entry  # type: ignore[attr-defined]
             if e is None:  # (the host gave it xattrs: the general way)
