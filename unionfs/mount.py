@@ -86,6 +86,12 @@ _FUSE_VALUES = frozenset({
     "modules", "x-systemd.requires", "x-systemd.automount",
 })
 # mount(8) flags that are not libfuse options and must not reach it
+#: the mount options that choose how access times are kept. libfuse sets MS_NOATIME or not
+#: and nothing else (the kernel's default, relatime, otherwise), so each is passed on as
+#: ``noatime`` or ``atime``; ``fuse_kwargs`` adds ``noatime`` where none is given
+_ATIME_OPTIONS = {"atime": "atime", "noatime": "noatime", "relatime": "atime",
+                  "norelatime": "atime", "strictatime": "atime", "nostrictatime": "atime",
+                  "diratime": "atime", "nodiratime": "noatime"}
 _MOUNT8_ONLY = frozenset({"user", "nouser", "auto", "noauto", "_netdev", "nofail", "defaults",
                           "silent"})
 # fuse-overlayfs options we accept for script compatibility and that change nothing here
@@ -305,6 +311,10 @@ def parse_options(option_strings: Iterable[str], *, cwd: str | None = None) -> M
                 continue
             elif key in _UNSUPPORTED:
                 raise OptionError(f"option {key!r} is not supported by unionfs")
+            elif key in _ATIME_OPTIONS and not eq:
+                fuse.pop("atime", None)
+                fuse.pop("noatime", None)
+                fuse[_ATIME_OPTIONS[key]] = True
             elif key in _FUSE_FLAGS and not eq:
                 if key not in _MOUNT8_ONLY:
                     fuse[key] = True
@@ -471,6 +481,12 @@ def fuse_kwargs(opts: MountOptions, *, debug: bool = False) -> dict[str, str | b
                                                   "auto_cache")}
     kwargs.setdefault("fsname", FSNAME)
     kwargs.setdefault("subtype", SUBTYPE)
+    if "atime" not in kwargs and "noatime" not in kwargs:
+        # as fuse-overlayfs mounts: the kernel then never drops a directory's cached
+        # attributes after a listing (or a file's after a read) to ask for a new access
+        # time, which the daemon would answer with the host's, unchanged by reads the page
+        # cache served: a warm walk asks the daemon nothing
+        kwargs["noatime"] = True
     if not opts.writable:
         kwargs["ro"] = True
     if debug:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import time
@@ -163,3 +164,34 @@ def snapshot(root: pathlib.Path) -> dict[str, tuple]:
             size = st.st_size if not os.path.isdir(p) or os.path.islink(p) else 0
             out[rel] = (st.st_mode, st.st_uid, st.st_gid, size, body, xattrs)
     return out
+
+
+@contextlib.contextmanager
+def logged_mount(stack, extra: str = "") -> Iterator[tuple[pathlib.Path, pathlib.Path]]:
+    """Mount in the foreground with ``-d``; yields (mount point, request log)."""
+    log = stack.root / "requests.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([*CLI, "mount", "-f", "-d", "-o", stack.options(extra=extra),
+                                 str(stack.mnt)], stdout=out, stderr=subprocess.STDOUT,
+                                env=ENV, cwd=str(ROOT))
+    try:
+        deadline = time.monotonic() + 30
+        while not in_mounts(stack.mnt):
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "the mount did not come up"
+            time.sleep(0.05)
+        yield stack.mnt, log
+    finally:
+        subprocess.run([*CLI, "umount", str(stack.mnt)], env=ENV, cwd=str(ROOT),
+                       capture_output=True)
+        force_unmount(stack.mnt)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def requests_in(log: pathlib.Path, opcode: str) -> int:
+    """How many requests of ``opcode`` (LOOKUP, WRITE, ...) a ``-d`` log shows."""
+    return len(re.findall(rf"opcode: {opcode} \(", log.read_text()))

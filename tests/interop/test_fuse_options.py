@@ -12,6 +12,7 @@ from unionfs.mount import (
     OptionError,
     check_paths,
     format_event,
+    fuse_kwargs,
     parse_options,
     split_lowerdir,
     split_options,
@@ -214,3 +215,15 @@ def test_copy_up_and_sync_calls_under_each_durability(stack, extra):
     lower = (stack.lowers[-1] / "data" / "big").read_bytes()
     assert data == b"+" + lower[1:]
     assert not [p for p in stack.work.rglob("*") if not p.is_dir()]  # no temporaries left
+
+
+def test_access_time_options_reach_libfuse_as_it_knows_them():
+    # libfuse sets MS_NOATIME or not, nothing else; the kernel's default is relatime
+    for given, passed in (("relatime", "atime"), ("strictatime", "atime"), ("atime", "atime"),
+                          ("noatime", "noatime"), ("nodiratime", "noatime"),
+                          ("noatime,relatime", "atime"), ("relatime,noatime", "noatime")):
+        opts = parse_options([f"lowerdir=/l,{given}"], cwd="/")
+        assert dict(opts.fuse) == {passed: True}, given
+    assert fuse_kwargs(parse_options(["lowerdir=/l"], cwd="/"))["noatime"] is True
+    assert "noatime" not in fuse_kwargs(parse_options(["lowerdir=/l,relatime"], cwd="/"))
+

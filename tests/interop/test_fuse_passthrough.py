@@ -13,19 +13,16 @@ passthrough mode, and the kernel reads and writes the host file itself. What mus
 
 from __future__ import annotations
 
-import contextlib
 import mmap
 import os
 import pathlib
 import re
 import struct
-import subprocess
 import time
-from collections.abc import Iterator
 
 import pytest
 
-from tests.interop.fuse_helpers import CLI, ENV, ROOT, force_unmount, in_mounts, make_stack
+from tests.interop.fuse_helpers import logged_mount, make_stack, requests_in
 
 pytestmark = [pytest.mark.fuse, pytest.mark.root]
 
@@ -40,36 +37,6 @@ need_passthrough = pytest.mark.skipif(
     reason="FUSE passthrough needs Linux 6.9+ and root (CAP_SYS_ADMIN)")
 
 
-@contextlib.contextmanager
-def logged_mount(stack, extra: str = "") -> Iterator[tuple[pathlib.Path, pathlib.Path]]:
-    """Mount in the foreground with ``-d``; yields (mount point, request log)."""
-    log = stack.root / "requests.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen([*CLI, "mount", "-f", "-d", "-o", stack.options(extra=extra),
-                                 str(stack.mnt)], stdout=out, stderr=subprocess.STDOUT,
-                                env=ENV, cwd=str(ROOT))
-    try:
-        deadline = time.monotonic() + 30
-        while not in_mounts(stack.mnt):
-            assert proc.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, "the mount did not come up"
-            time.sleep(0.05)
-        yield stack.mnt, log
-    finally:
-        subprocess.run([*CLI, "umount", str(stack.mnt)], env=ENV, cwd=str(ROOT),
-                       capture_output=True)
-        force_unmount(stack.mnt)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def _requests(log: pathlib.Path, opcode: str) -> int:
-    return len(re.findall(rf"opcode: {opcode} \(", log.read_text()))
-
-
 @need_passthrough
 def test_writes_of_a_new_file_reach_the_upper_without_write_requests(tmp_path):
     stack = make_stack(tmp_path)
@@ -81,8 +48,8 @@ def test_writes_of_a_new_file_reach_the_upper_without_write_requests(tmp_path):
         assert (mnt / "new.txt").read_bytes() == b"x" * 100_000 + b"tail\n"
         assert (mnt / "new.txt").stat().st_size == 100_005
         text = log.read_text()
-        assert "flags2=" in text and _requests(log, "CREATE") == 2, text[:2000]
-        assert _requests(log, "WRITE") == 0
+        assert "flags2=" in text and requests_in(log, "CREATE") == 2, text[:2000]
+        assert requests_in(log, "WRITE") == 0
     assert (stack.upper / "new.txt").read_bytes() == b"x" * 100_000 + b"tail\n"
     assert (stack.upper / "dir" / "made").read_bytes() == b"made\n"
 
@@ -93,7 +60,7 @@ def test_a_copied_up_file_is_written_in_passthrough_mode(tmp_path):
     with logged_mount(stack) as (mnt, log):
         with open(mnt / "etc" / "passwd", "ab") as f:
             f.write(b"user:x:1000:1000::/home/user:/bin/sh\n")
-        assert _requests(log, "WRITE") == 0
+        assert requests_in(log, "WRITE") == 0
         assert (mnt / "etc" / "passwd").read_bytes().endswith(b"/home/user:/bin/sh\n")
     assert (stack.upper / "etc" / "passwd").read_bytes() == (
         b"root:x:0:0::/root:/bin/sh\nuser:x:1000:1000::/home/user:/bin/sh\n")
@@ -105,7 +72,7 @@ def test_passthrough_off_sends_every_write_to_the_daemon(tmp_path):
     with logged_mount(stack, "passthrough=off") as (mnt, log):
         with open(mnt / "new.txt", "wb") as f:
             f.write(b"data\n")
-        assert _requests(log, "WRITE") == 1
+        assert requests_in(log, "WRITE") == 1
     assert (stack.upper / "new.txt").read_bytes() == b"data\n"
 
 
@@ -169,7 +136,7 @@ def test_pages_cached_before_a_passthrough_write_are_not_served_after_it(tmp_pat
         finally:
             os.close(fd)
         assert p.read_bytes() == b"b" * 4096 + b"a" * 4096
-        assert _requests(log, "WRITE") == 0
+        assert requests_in(log, "WRITE") == 0
         # truncation and growth through a passthrough descriptor
         with open(p, "r+b") as f:
             f.truncate(10)
@@ -189,10 +156,10 @@ def test_a_hard_linked_file_keeps_its_names_in_step(tmp_path):
         a.write_bytes(b"1234")
         os.link(a, b)
         # two links: written through the daemon, and the other name sees it at once
-        before = _requests(log, "WRITE")
+        before = requests_in(log, "WRITE")
         with open(a, "ab") as f:
             f.write(b"5678")
-        assert _requests(log, "WRITE") == before + 1
+        assert requests_in(log, "WRITE") == before + 1
         assert b.stat().st_size == 8 and b.read_bytes() == b"12345678"
         # a writer that began before the link: the other name is right once it closes
         c = mnt / "c"

@@ -8,6 +8,7 @@ import fcntl
 import os
 import struct
 import subprocess
+import time
 
 import pytest
 
@@ -136,3 +137,38 @@ def test_attributes_pack_alike_by_the_fast_and_the_general_route(tmp_path, optio
     assert (f[3], f[6]) == (-2, 500_000_000)  # (atime, its nanoseconds)
     if options:
         assert (f[11], f[12], f[9] & 0o777) == (5, 6, 0o640)
+
+
+def test_a_warm_walk_asks_the_daemon_nothing(tmp_path):
+    from tests.interop.fuse_helpers import in_mounts, logged_mount
+
+    stack = make_stack(tmp_path)
+
+    def walk(m) -> int:
+        n = 0
+        for dirpath, _dirs, files in os.walk(m):
+            os.stat(dirpath)
+            for f in files:
+                os.lstat(os.path.join(dirpath, f))
+                n += 1
+        return n
+
+    with logged_mount(stack) as (m, log):
+        # mounted noatime, as fuse-overlayfs mounts: a listing does not drop the
+        # directory's cached attributes to ask for a new access time
+        assert "noatime" in in_mounts(m)[0].split()[3].split(",")
+        first = walk(m)
+        time.sleep(0.2)
+        before = log.read_text().count("opcode: ")
+        assert walk(m) == first > 5
+        time.sleep(0.2)
+        assert log.read_text().count("opcode: ") == before
+
+
+def test_an_access_time_option_given_is_used(tmp_path):
+    from tests.interop.fuse_helpers import in_mounts
+
+    stack = make_stack(tmp_path)
+    with mounted(stack, extra="relatime") as m:
+        flags = in_mounts(m)[0].split()[3].split(",")
+        assert "relatime" in flags and "noatime" not in flags
