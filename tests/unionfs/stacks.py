@@ -80,3 +80,20 @@ def dir_layer(tmp: str, spec: dict, name: str,
 def is_whiteout_on_disk(path: str) -> bool:
     st = os.lstat(path)
     return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+
+
+def fuse_operations(low: str, up: str, work: str, extra: str = ""):
+    """A ``FuseOperations`` over a ``lowerdir=low,upperdir=up,workdir=work`` union (``extra``:
+    more ``-o`` options, with their leading comma), as the mount daemon builds it; the test
+    is skipped where libfuse 3 cannot be loaded (the mounted tests say so too)."""
+    import pytest
+
+    try:
+        from unionfs.fuse import FuseOperations
+    except (ImportError, OSError) as e:
+        pytest.skip(f"unionfs.fuse cannot load libfuse 3: {e}")
+    from unionfs.mount import build_union, parse_options
+
+    opts = parse_options([f"lowerdir={low},upperdir={up},workdir={work}{extra}"])
+    return FuseOperations(build_union(opts), opts)
+

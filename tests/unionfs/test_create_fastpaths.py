@@ -27,6 +27,7 @@ import tempfile
 
 import pytest
 
+from tests.unionfs.stacks import fuse_operations
 from unionfs.layer import DirLayer, MemoryLayer
 from unionfs.union import UnionFS
 
@@ -498,15 +499,7 @@ def test_open_for_write_of_other_upper_files_takes_the_general_route(tmp_path):
 
 
 def _ops(root, extra: str = ""):
-    try:
-        from unionfs.fuse import FuseOperations
-    except (ImportError, OSError) as e:  # libfuse 3 missing: the mounted tests say so too
-        pytest.skip(f"unionfs.fuse cannot load libfuse 3: {e}")
-    from unionfs.mount import build_union, parse_options
-
-    low, up, work = _stack(root)
-    opts = parse_options([f"lowerdir={low},upperdir={up},workdir={work}{extra}"])
-    return FuseOperations(build_union(opts), opts)
+    return fuse_operations(*_stack(root), extra)
 
 
 def test_fuse_create_stat_short_and_general_ways_agree(tmp_path):

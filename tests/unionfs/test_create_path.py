@@ -21,9 +21,9 @@ import struct
 
 import pytest
 
+from tests.unionfs.stacks import fuse_operations
 from unionfs.entry import Entry, Kind
 from unionfs.layer import DirLayer, MemoryLayer, make_entry
-from unionfs.mount import build_union, parse_options
 from unionfs.union import UnionFS
 from unionfs.upper import HostFile
 
@@ -50,13 +50,7 @@ def _dirs(tmp_path) -> tuple[str, str, str]:
 
 
 def _ops(tmp_path, extra: str = ""):
-    try:
-        from unionfs.fuse import FuseOperations
-    except (ImportError, OSError) as e:  # libfuse 3 missing: the mounted tests say so too
-        pytest.skip(f"unionfs.fuse cannot load libfuse 3: {e}")
-    low, up, work = _dirs(tmp_path)
-    opts = parse_options([f"lowerdir={low},upperdir={up},workdir={work}{extra}"])
-    return FuseOperations(build_union(opts), opts)
+    return fuse_operations(*_dirs(tmp_path), extra)
 
 
 @pytest.fixture
