@@ -655,7 +655,7 @@ class FuseOperations(mfusepy.Operations):
     def stat(self, path: str | None, fh: int | None = None) -> os.stat_result:
         """The attributes FUSE asks for: the engine's ``lstat``, or for a file unlinked while
         open, its open handle's."""
-        if path is None or ((self._hidden or self._graves) and self._is_hidden(path)):
+        if path is None or self._is_hidden(path):
             return self._open_stat(self._unlinked(path, fh))
         st = self.union.lstat(path)
         if st.st_nlink > 1 and (st.st_mode & _S_IFMT) != _S_IFDIR:  # (as _note checks)
@@ -667,8 +667,7 @@ class FuseOperations(mfusepy.Operations):
         lookup, which answers a missing name with a negative entry, without the cost of an
         exception where the engine knows the name is absent."""
         get = self._union_lstat_or_none
-        if get is None or path is None or (
-                (self._hidden or self._graves) and self._is_hidden(path)):
+        if get is None or path is None or self._is_hidden(path):
             try:
                 return self.stat(path)
             except FileNotFoundError:
@@ -973,16 +972,14 @@ class FuseOperations(mfusepy.Operations):
         return fh
 
     def open(self, path: str, flags: int) -> int:
-        if (self._hidden or self._graves) and self._is_hidden(path):
+        if self._is_hidden(path):
             return self._reopen(path, flags)
         if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND):
-            if self._reads._by_path:
-                self._reads.drop(path)
+            self._reads.drop(path)
             fh = self._add(self.union.open(path, flags), path)
-            if self._ino_of:
-                # a copy-up may have broken a hard link: every name's attributes the kernel
-                # keeps are stale, this one's too (its link count fell to 1)
-                self._changed(path, including=True)
+            # a copy-up may have broken a hard link: every name's attributes the kernel
+            # keeps are stale, this one's too (its link count fell to 1)
+            self._changed(path, including=True)
             return fh
         if flags & os.O_DIRECT or not self.stable(path):
             return self._add(self.union.open(path, flags), path)
@@ -1017,8 +1014,7 @@ class FuseOperations(mfusepy.Operations):
         if fast is not None:
             uid, gid, _pid = self.caller()
             if uid == self._uid and gid == self._gid:  # (_give_to_caller: nothing to give)
-                if self._reads._by_path or self._listings:
-                    self._dirty(path)
+                self._dirty(path)
                 made = fast(path, flags | os.O_CREAT, mode & 0o7777)
                 if made is not None:
                     f, st = made

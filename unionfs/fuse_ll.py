@@ -364,8 +364,11 @@ class LowLevel:
         return node.path
 
     def _child(self, parent: int, name: str) -> str:
-        """The union path of ``name`` below node ``parent``."""
-        p = self._path(self._node(parent))
+        """The union path of ``name`` below node ``parent`` (ESTALE for an unknown node)."""
+        node = self._nodes.get(parent)
+        if node is None:
+            raise OSError(errno.ESTALE, os.strerror(errno.ESTALE))
+        p = node.path if node.gen == self._gen else self._path(node)
         return ("/" if p == "/" else p + "/") + name
 
     def node_at(self, path: str) -> _Node | None:
@@ -735,13 +738,8 @@ class LowLevel:
         self._send(unique)
 
     def lookup(self, unique: int, parent: int, buf: bytearray) -> None:
-        n = buf[_IN_SIZE:buf.index(0, _IN_SIZE)].decode("utf-8", "surrogateescape")
-        pnode = self._nodes.get(parent)
-        if pnode is None or pnode.gen != self._gen:
-            path = self._child(parent, n)
-        else:
-            p = pnode.path
-            path = ("/" if p == "/" else p + "/") + n
+        n = _name(buf, _IN_SIZE)
+        path = self._child(parent, n)
         st = self.ops.stat_or_none(path)
         if st is None:
             if self.negative_timeout > 0:
@@ -770,7 +768,7 @@ class LowLevel:
             st = self._orphan_stat(node, fh if gflags & _GETATTR_FH else None)
         else:
             st = self.ops.stat(node.path if node.gen == self._gen else self._path(node))
-        self._send(unique, self._attr_head + self._attr(st))
+        self._reply_attr(unique, st)
 
     def setattr(self, unique: int, nid: int, buf: bytearray) -> None:
         (valid, _pad, fh, size, _owner, atime, mtime, _ctime, atimensec, mtimensec,
@@ -918,7 +916,7 @@ class LowLevel:
 
     def open(self, unique: int, nid: int, buf: bytearray) -> None:
         node = self._node(nid)
-        flags = _U64.unpack_from(buf, _IN_SIZE)[0] & 0xFFFFFFFF
+        flags = _U32x2.unpack_from(buf, _IN_SIZE)[0]
         if node.orphan:
             keeper = self._keeper(node)
             keep = self.ops._files.get(keeper) if keeper is not None else None
@@ -1231,10 +1229,7 @@ class LowLevel:
                        (_REMOVEXATTR, self.removexattr), (_ACCESS, self.access),
                        (_IOCTL, self._ioctl), (_INTERRUPT, self._interrupt)):
             table[op] = fn
-        if not self.plus:
-            table[_READDIRPLUS] = None
-        else:
-            table[_READDIRPLUS] = self.readdirplus
+        table[_READDIRPLUS] = self.readdirplus if self.plus else None
         return table
 
     def _serve(self, main: bool = True) -> None:

@@ -1450,22 +1450,10 @@ class UnionFS:
                     name != ".." and "\0" not in name:  # (cut 1: "//name")
                 head = path[:cut] or "/"
                 names_in = complete.get(head)
-                if names_in is not None and name not in names_in and len(name) <= 63 \
-                        and not self.index:
-                    # _known_absent(path, cut), spelled out with what is known here
+                if names_in is not None and name not in names_in and len(name) <= 63:
                     with self._lock:
-                        parent = self._dnodes.get(head)
-                        names_in = complete.get(head)  # (again, under the lock)
-                        if parent is not None and path not in self._ufiles and \
-                                names_in is not None and name not in names_in:
-                            pu = parent.upper
-                            if pu is not None and pu.kind is Kind.DIR and \
-                                    self._ucache.get(path) is None:
-                                if parent.lower is None or not parent.lower_dirs_visible():
-                                    return None
-                                kids = parent.lower.children
-                                if kids is not None and name not in kids:
-                                    return None
+                        if self._known_absent(path, cut) is not None:
+                            return None
         try:
             return self._lookup_stat(self._norm(path), False)
         except FileNotFoundError:  # (a missing parent directory, an empty path)
