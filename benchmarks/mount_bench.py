@@ -10,13 +10,19 @@ Needs root (mounts, dropping the page cache). Operations: stat walk, readdir wal
 reads, sequential and random 4 KiB reads of a large file, copy-up of small files and of the
 large file, creates, unlinks of lower files, ``tar c`` of the mount; read operations cold
 (fresh mount, caches dropped) and warm (the same run repeated at once, best of ``--repeat``);
-changing operations on a fresh upper dir, cold and warm (targets read once before). A cold
-figure is the best of ``--cold-repeat`` fresh mounts (default 2), the implementations taking
-turns within each repetition. Each
-measurement stops after ``--budget`` seconds and reports the rate over the units done, which
-bounds a full run (about 15 minutes on 2 cores). Prints a table and JSON; in the JSON each
-implementation's figures carry ``cold_ratio``/``warm_ratio`` to fuse-overlayfs, and the run
-records its duration and the load average before and after.
+changing operations on a fresh upper dir, cold and warm (targets read once before).
+
+The machine's pace moves (a virtual machine shares its host), so the run is built to let
+that fall on every implementation alike: each stack settles first (its writes flushed, one
+untimed cold pass over its files); a cold figure is the best of ``--cold-repeat`` fresh
+mounts (default 3) with the implementations taking turns within each repetition, in an
+order that rotates from one repetition to the next (no implementation always goes first);
+a warm figure is the best of ``--repeat`` runs on each of those mounts. Each measurement
+stops after ``--budget`` seconds and reports the rate over the units done, which bounds a
+full run (about 20 minutes on 2 cores). Prints a table and JSON; in the JSON each
+implementation's figures carry ``cold_ratio``/``warm_ratio`` to fuse-overlayfs and every
+sample (``cold_samples``/``warm_samples``), and the run records its duration and the load
+average before and after.
 """
 
 from __future__ import annotations
@@ -353,16 +359,36 @@ def changed_files(name: str, s: Stack, sc: Scale) -> list[str]:
     return []
 
 
-def best_of(n: int, fn: Callable, *args) -> float:
-    """The best throughput of up to ``n`` runs; runs are repeated only while one takes
-    under a second (a long run is its own average, and the time goes elsewhere)."""
-    best = 0.0
+def runs_of(n: int, fn: Callable, *args) -> list[float]:
+    """The throughputs of up to ``n`` runs; runs are repeated only while one takes under a
+    second (a long run is its own average, and the time goes elsewhere)."""
+    rates = []
     for _ in range(max(1, n)):
         t0 = time.perf_counter()
-        best = max(best, timed(fn, *args))
+        rates.append(timed(fn, *args))
         if time.perf_counter() - t0 >= 1.0:
             break
-    return best
+    return rates
+
+
+def turns(impls: list[str], i: int) -> list[str]:
+    """The implementations in repetition ``i``'s order: the list rotated by ``i``, so that
+    each goes first (just after whatever the machine did before) as often as the others."""
+    k = i % len(impls) if impls else 0
+    return impls[k:] + impls[:k]
+
+
+def settle(stack: Stack) -> None:
+    """Bring the disk to the state every measurement starts from: the stack's writes
+    flushed, then one untimed cold pass over its files (the first reads after a large
+    write are slow on a virtual disk, and would fall on whichever implementation came
+    first)."""
+    drop_caches()
+    op_stat(stack.plain, stack, FULL)
+    for lower in stack.lowers:
+        for _dirpath, _dirs, _files in os.walk(lower):
+            pass
+    drop_caches()
 
 
 def warm_targets(m: pathlib.Path, s: Stack, name: str, sc: Scale) -> None:
@@ -402,6 +428,7 @@ def run(args: argparse.Namespace) -> dict:
     for layers in args.layers:
         t0 = time.perf_counter()
         stack = build_stack(base / f"s{layers}", layers, scale, big_src)
+        settle(stack)
         print(f"# {layers} layers: {len(stack.files)} files, built in "
               f"{time.perf_counter() - t0:.1f}s", file=sys.stderr, flush=True)
         table: dict = {}
@@ -412,27 +439,28 @@ def run(args: argparse.Namespace) -> dict:
         for name, (fn, unit) in READ_OPS.items():
             if args.ops and name not in args.ops:
                 continue
-            rows = {impl: {"cold": 0.0, "warm": 0.0} for impl in impls}
+            rows = {impl: _row() for impl in impls}
             failed: set[str] = set()
             for i in range(args.cold_repeat):
-                for impl in impls:
+                for impl in turns(impls, i):
                     if impl in failed:
                         continue
                     try:
                         with mounted(impl, stack, scratch) as m:
                             drop_caches()
                             row = rows[impl]
-                            row["cold"] = max(row["cold"], timed(fn, m, stack, scale))
-                            if i == args.cold_repeat - 1:
-                                # warm: the best of a few runs (the machine is shared; a warm
-                                # run is mostly the kernel's caches, so noise is most of its
-                                # spread)
-                                row["warm"] = best_of(args.repeat, fn, m, stack, scale)
+                            row["cold_samples"].append(timed(fn, m, stack, scale))
+                            # warm: runs at once on the same mount (the machine is shared; a
+                            # warm run is mostly the kernel's caches, so noise is most of its
+                            # spread: every mount adds runs)
+                            row["warm_samples"] += runs_of(args.repeat, fn, m, stack, scale)
                     except (RuntimeError, OSError) as e:  # one tool failing spoils no other
                         print(f"  {name:22s} {impl:15s} FAILED: {e}", file=sys.stderr,
                               flush=True)
                         failed.add(impl)
-                        rows[impl] = {"cold": 0.0, "warm": 0.0}
+                        rows[impl] = _row()
+            for impl in impls:
+                _best(rows[impl])
             for impl in impls:
                 table.setdefault(name, {"unit": unit})[impl] = rows[impl]
                 print(f"  {name:22s} {impl:15s} cold {rows[impl]['cold']:12.1f} warm "
@@ -440,11 +468,11 @@ def run(args: argparse.Namespace) -> dict:
         for name, (fn, unit) in WRITE_OPS.items():
             if args.ops and name not in args.ops:
                 continue
-            rows = {impl: {"cold": 0.0, "warm": 0.0} for impl in impls}
+            rows = {impl: _row() for impl in impls}
             for mode in ("cold", "warm"):
                 failed = set()
-                for _ in range(args.cold_repeat if mode == "cold" else 1):
-                    for impl in impls:
+                for i in range(args.cold_repeat):
+                    for impl in turns(impls, i):
                         if impl in failed:
                             continue
                         try:
@@ -454,13 +482,15 @@ def run(args: argparse.Namespace) -> dict:
                                     warm_targets(m, stack, name, scale)
                                 else:
                                     drop_caches()
-                                rows[impl][mode] = max(rows[impl][mode],
-                                                       timed(fn, m, stack, scale))
+                                rows[impl][f"{mode}_samples"].append(
+                                    timed(fn, m, stack, scale))
                         except (RuntimeError, OSError) as e:
                             print(f"  {name:22s} {impl:15s} FAILED: {e}", file=sys.stderr,
                                   flush=True)
                             failed.add(impl)
-                            rows[impl][mode] = 0.0
+                            rows[impl][f"{mode}_samples"] = []
+            for impl in impls:
+                _best(rows[impl])
             for impl in impls:
                 table.setdefault(name, {"unit": unit})[impl] = rows[impl]
                 print(f"  {name:22s} {impl:15s} cold {rows[impl]['cold']:12.1f} warm "
@@ -479,6 +509,17 @@ def run(args: argparse.Namespace) -> dict:
             pathlib.Path(args.json).write_text(json.dumps(results, indent=1))
     shutil.rmtree(base)
     return results
+
+
+def _row() -> dict:
+    return {"cold": 0.0, "warm": 0.0, "cold_samples": [], "warm_samples": []}
+
+
+def _best(row: dict) -> None:
+    """A row's figures: the best of its samples (0 where there are none)."""
+    for mode in ("cold", "warm"):
+        samples = row[f"{mode}_samples"]
+        row[mode] = max(samples, default=0.0)
 
 
 def print_table(results: dict) -> None:
@@ -542,12 +583,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="measure only these operations (default: all), e.g. --ops creates")
     ap.add_argument("--workdir", default="/var/tmp/unionfs-mount-bench")
     ap.add_argument("--json", help="also write the results to this file")
-    ap.add_argument("--cold-repeat", type=int, default=2, metavar="N",
-                    help="cold figures are the best of N fresh mounts, each after the caches "
-                         "are dropped (default 2: one slow first run on this virtual disk "
-                         "should not decide a ratio)")
+    ap.add_argument("--cold-repeat", type=int, default=3, metavar="N",
+                    help="figures are the best of N fresh mounts, each after the caches "
+                         "are dropped for a cold one (default 3: one slow moment of a "
+                         "shared machine should not decide a ratio)")
     ap.add_argument("--repeat", type=int, default=3, metavar="N",
-                    help="warm read figures are the best of N runs (default 3)")
+                    help="warm read runs on each of those mounts (default 3; the warm "
+                         "figure is the best of all of them)")
     ap.add_argument("--budget", type=float, default=5.0, metavar="SECONDS",
                     help="time limit of one measurement; loops stop early and the rate is "
                          "over the units done (0: none; default 5)")
