@@ -9,7 +9,7 @@ fuse-overlayfs measured in the same run.
 Needs root (mounts, dropping the page cache). Operations: stat walk, readdir walk, small-file
 reads, sequential and random 4 KiB reads of a large file, copy-up of small files and of the
 large file, creates, unlinks of lower files, ``tar c`` of the mount; read operations cold
-(fresh mount, caches dropped) and warm (the same run repeated at once, best of ``--repeat``);
+(fresh mount, caches dropped) and warm (the caches filled by an untimed run first);
 changing operations on a fresh upper dir, cold and warm (targets read once before).
 
 The machine's pace moves (a virtual machine shares its host), so the run is built to let
@@ -17,12 +17,20 @@ that fall on every implementation alike: each stack settles first (its writes fl
 untimed cold pass over its files); a cold figure is the best of ``--cold-repeat`` fresh
 mounts (default 3) with the implementations taking turns within each repetition, in an
 order that rotates from one repetition to the next (no implementation always goes first);
-a warm figure is the best of ``--repeat`` runs on each of those mounts. Each measurement
+for a warm read figure all of them are mounted at once and take turns run by run, ``--repeat``
+runs each, on ``--cold-repeat`` such sets of fresh mounts (where the kernel puts the cached
+data differs from mount to mount); a changing operation's warm figure comes from
+``--cold-repeat`` fresh mounts with its targets read first. Each measurement
 stops after ``--budget`` seconds and reports the rate over the units done, which bounds a
-full run (about 20 minutes on 2 cores). Prints a table and JSON; in the JSON each
-implementation's figures carry ``cold_ratio``/``warm_ratio`` to fuse-overlayfs and every
-sample (``cold_samples``/``warm_samples``), and the run records its duration and the load
-average before and after.
+full run (about 20 minutes on 2 cores).
+
+A figure is the best of its samples. A ratio to fuse-overlayfs is the median, over the
+rounds, of the two implementations' ratio within a round (the pair measured one just after
+the other), so the machine's pace cancels out. Prints a table and JSON; in the JSON each
+implementation's figures carry ``cold_ratio``/``warm_ratio``, the ratio of the best samples
+(``cold_ratio_of_best``/``warm_ratio_of_best``) and every sample
+(``cold_samples``/``warm_samples``), and the run records its duration and the load average
+before and after.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ import pathlib
 import random
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -359,16 +368,28 @@ def changed_files(name: str, s: Stack, sc: Scale) -> list[str]:
     return []
 
 
-def runs_of(n: int, fn: Callable, *args) -> list[float]:
-    """The throughputs of up to ``n`` runs; runs are repeated only while one takes under a
-    second (a long run is its own average, and the time goes elsewhere)."""
-    rates = []
-    for _ in range(max(1, n)):
+def warm_turns(name: str, fn: Callable, impls: list[str], stack: Stack, scale: Scale,
+               scratch: pathlib.Path, rows: dict, rounds: int) -> None:
+    """Warm samples of a read operation: every implementation mounted at once and its
+    caches filled by one untimed run, then ``rounds`` rounds in which each runs once, in
+    turns (a warm run takes a fraction of a second, so a change of the machine's pace falls
+    on all of them alike); after the first round, no more once 10 s are spent."""
+    with contextlib.ExitStack() as mounts:
+        live: dict[str, pathlib.Path] = {}
+        for k, impl in enumerate(impls):
+            try:
+                m = mounts.enter_context(mounted(impl, stack, scratch / f"warm{k}"))
+                fn(m, stack, scale)
+                live[impl] = m
+            except (RuntimeError, OSError) as e:
+                print(f"  {name:22s} {impl:15s} FAILED (warm): {e}", file=sys.stderr,
+                      flush=True)
         t0 = time.perf_counter()
-        rates.append(timed(fn, *args))
-        if time.perf_counter() - t0 >= 1.0:
-            break
-    return rates
+        for i in range(rounds):
+            for impl in turns(list(live), i):
+                rows[impl]["warm_samples"].append(timed(fn, live[impl], stack, scale))
+            if time.perf_counter() - t0 > 10:
+                break
 
 
 def turns(impls: list[str], i: int) -> list[str]:
@@ -448,17 +469,19 @@ def run(args: argparse.Namespace) -> dict:
                     try:
                         with mounted(impl, stack, scratch) as m:
                             drop_caches()
-                            row = rows[impl]
-                            row["cold_samples"].append(timed(fn, m, stack, scale))
-                            # warm: runs at once on the same mount (the machine is shared; a
-                            # warm run is mostly the kernel's caches, so noise is most of its
-                            # spread: every mount adds runs)
-                            row["warm_samples"] += runs_of(args.repeat, fn, m, stack, scale)
+                            rows[impl]["cold_samples"].append(timed(fn, m, stack, scale))
                     except (RuntimeError, OSError) as e:  # one tool failing spoils no other
                         print(f"  {name:22s} {impl:15s} FAILED: {e}", file=sys.stderr,
                               flush=True)
                         failed.add(impl)
                         rows[impl] = _row()
+            # a warm figure depends on where the kernel happened to put the cached data
+            # (a FUSE mount's page cache is filled anew on each mount; the same file read
+            # warm moved 15 % between two fresh mounts of one implementation): sets of
+            # fresh mounts, like the cold figures
+            for _ in range(args.cold_repeat):
+                warm_turns(name, fn, [i for i in impls if i not in failed], stack, scale,
+                           scratch, rows, args.repeat)
             for impl in impls:
                 _best(rows[impl])
             for impl in impls:
@@ -502,13 +525,28 @@ def run(args: argparse.Namespace) -> dict:
             for impl in impls:
                 for mode in ("cold", "warm"):
                     if base_row and base_row[mode] > 0:
-                        row[impl][f"{mode}_ratio"] = row[impl][mode] / base_row[mode]
+                        v = row[impl]
+                        v[f"{mode}_ratio_of_best"] = v[mode] / base_row[mode]
+                        paired = paired_ratio(v[f"{mode}_samples"],
+                                              base_row[f"{mode}_samples"])
+                        v[f"{mode}_ratio"] = (paired if paired is not None
+                                              else v[f"{mode}_ratio_of_best"])
         results["stacks"][str(layers)] = table
         shutil.rmtree(stack.base)
         if args.json:  # what is measured so far survives a later failure
             pathlib.Path(args.json).write_text(json.dumps(results, indent=1))
     shutil.rmtree(base)
     return results
+
+
+def paired_ratio(mine: list[float], base: list[float]) -> float | None:
+    """The median over the rounds of ``mine[i] / base[i]``, the two measured in the same
+    round, one just after the other: the machine's pace, which drifts from one round to the
+    next (this virtual machine's own speed moved 2x within a minute), cancels out. None
+    when the rounds do not pair up (a failed implementation)."""
+    if not mine or len(mine) != len(base) or min(base) <= 0:
+        return None
+    return statistics.median(a / b for a, b in zip(mine, base, strict=True))
 
 
 def _row() -> dict:
@@ -525,7 +563,8 @@ def _best(row: dict) -> None:
 def print_table(results: dict) -> None:
     impls = results["impls"]
     head = f"{'layers':>6} {'operation':22} {'mode':5} " + " ".join(f"{i:>16}" for i in impls)
-    print(f"throughput, and (in brackets) ratio to {results['baseline']} (higher is better)")
+    print(f"throughput (the best sample), and (in brackets) the ratio to {results['baseline']}: "
+          "the median of the rounds' ratios (higher is better)")
     if "seconds" in results:
         print(f"run took {results['seconds']:.0f} s; load average before "
               f"{'/'.join(f'{x:.1f}' for x in results['load_before'])}, after "
@@ -588,8 +627,9 @@ def main(argv: list[str] | None = None) -> int:
                          "are dropped for a cold one (default 3: one slow moment of a "
                          "shared machine should not decide a ratio)")
     ap.add_argument("--repeat", type=int, default=3, metavar="N",
-                    help="warm read runs on each of those mounts (default 3; the warm "
-                         "figure is the best of all of them)")
+                    help="warm read runs per set of fresh mounts (every implementation "
+                         "mounted at once, the runs taking turns; --cold-repeat sets; "
+                         "default 3; fewer once 10 s are spent on one set)")
     ap.add_argument("--budget", type=float, default=5.0, metavar="SECONDS",
                     help="time limit of one measurement; loops stop early and the rate is "
                          "over the units done (0: none; default 5)")
