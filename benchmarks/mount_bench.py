@@ -371,9 +371,10 @@ def changed_files(name: str, s: Stack, sc: Scale) -> list[str]:
 def warm_turns(name: str, fn: Callable, impls: list[str], stack: Stack, scale: Scale,
                scratch: pathlib.Path, rows: dict, rounds: int) -> None:
     """Warm samples of a read operation: every implementation mounted at once and its
-    caches filled by one untimed run, then ``rounds`` rounds in which each runs once, in
-    turns (a warm run takes a fraction of a second, so a change of the machine's pace falls
-    on all of them alike); after the first round, no more once 10 s are spent."""
+    caches filled by one untimed run (in the order given), then ``rounds`` rounds in which
+    each runs once, in turns (a warm run takes a fraction of a second, so a change of the
+    machine's pace falls on all of them alike); after the first round, no more once 10 s
+    are spent."""
     with contextlib.ExitStack() as mounts:
         live: dict[str, pathlib.Path] = {}
         for k, impl in enumerate(impls):
@@ -479,9 +480,11 @@ def run(args: argparse.Namespace) -> dict:
             # (a FUSE mount's page cache is filled anew on each mount; the same file read
             # warm moved 15 % between two fresh mounts of one implementation): sets of
             # fresh mounts, like the cold figures
-            for _ in range(args.cold_repeat):
-                warm_turns(name, fn, [i for i in impls if i not in failed], stack, scale,
-                           scratch, rows, args.repeat)
+            # (the mounts are filled in an order that rotates as well: of mounts filled one
+            # after the other, the later ones read faster, fuse-overlayfs' own included)
+            for i in range(args.cold_repeat):
+                warm_turns(name, fn, turns([i for i in impls if i not in failed], i), stack,
+                           scale, scratch, rows, args.repeat)
             for impl in impls:
                 _best(rows[impl])
             for impl in impls:
