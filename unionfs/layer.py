@@ -748,7 +748,6 @@ _WHITEOUT_ENTRY = Entry(kind=Kind.WHITEOUT, mode=0, nlink=1)
 _HOST_FILE: Any = None
 _S_IFMT, _S_IFDIR, _S_IFREG = 0o170000, _stat.S_IFDIR, _stat.S_IFREG
 #: the host flags of ``DirLayer.create_new``'s open (``open_write``'s for a new file)
-_FILE = Kind.FILE
 _CREATE_NEW = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_TRUNC | os.O_CREAT | os.O_EXCL
 
 
@@ -1240,28 +1239,11 @@ class DirLayer:
             raise from_oserror(e, path) from None
         f = (_HOST_FILE or _host_file())(fd, readable=readable, writable=True, append=append,
                                          name=path)
-        # _new_file_entry, spelled out (a call less on every create)
-        perm = mode & 0o7777
         try:
-            st = os.fstat(fd)
-            if st.st_mode & 0o7777 != perm:  # (S_IMODE)
-                os.fchmod(fd, perm)
-                st = os.fstat(fd)
-            try:
-                xattrs = os.listxattr(fd)
-            except OSError as e:
-                if e.errno not in (_errno.ENOTSUP, _errno.EPERM):  # as whiteout.read_xattrs
-                    raise
-                xattrs = None
+            f.entry = self._new_file_entry(fd, mode & 0o7777)
         except OSError as e:
             f.close()
             raise from_oserror(e, path) from None
-        # (no xattrs: no overlay marks, no user-visible attributes; else the caller looks
-        # it up)
-        f.entry = None if xattrs else make_entry(
-            _FILE, st.st_mode & 0o7777, st.st_uid, st.st_gid, st.st_size, st.st_atime_ns,
-            st.st_mtime_ns, st.st_ctime_ns, st.st_nlink, st.st_rdev, st.st_ino, None, (), False,
-            None, False, None)
         return f  # type: ignore[return-value]
 
     @staticmethod

@@ -1073,6 +1073,20 @@ class UnionFS:
             stack.append(child)
         return stack[-1], None, hops > 0
 
+    def _complete_child(self, path: Any) -> int:
+        """Where ``path``'s last "/" is, when ``path`` is a name in a directory ``_complete``
+        lists, spelled as ``_norm`` would spell it: the directory, as a key of
+        ``_complete``, is a normalised path, and the name is one name (not "", "." or "..",
+        no NUL) in a path too short for ENAMETOOLONG. -1 otherwise (ask ``_norm``)."""
+        if type(path) is not str:
+            return -1
+        cut = path.rfind("/")
+        name = path[cut + 1:]
+        if cut < 0 or cut == 1 or not name or len(path) >= 1024 or name == "." or \
+                name == ".." or "\0" in name or (path[:cut] or "/") not in self._complete:
+            return -1  # (cut 1: "//name")
+        return cut
+
     def _norm(self, path: Any) -> str:
         # the common case -- already canonical, short, ASCII -- skips the full normaliser
         if type(path) is str and path[:1] == "/" and len(path) < 256 and "//" not in path \
@@ -1438,18 +1452,12 @@ class UnionFS:
         lookup of a name that may not be there (every create starts with one) costs no
         exception where the engine knows the name is absent. Other errors are raised as
         ``lstat`` raises them: ENOTDIR, ELOOP, ENAMETOOLONG."""
-        complete = self._complete
-        if complete and type(path) is str:
-            # the lookup before a create: a name the caches prove absent, first. Its parent
-            # is a key of _complete (so a normalised path); the name must be one too (not
-            # "", "." or "..", no NUL) in a path too short for ENAMETOOLONG: then ``path`` is
-            # what _norm would make of it
-            cut = path.rfind("/")
-            name = path[cut + 1:]
-            if cut >= 0 and cut != 1 and name and len(path) < 1024 and name != "." and \
-                    name != ".." and "\0" not in name:  # (cut 1: "//name")
-                head = path[:cut] or "/"
-                names_in = complete.get(head)
+        if self._complete:
+            # the lookup before a create: a name the caches prove absent, first
+            cut = self._complete_child(path)
+            if cut >= 0:
+                name = path[cut + 1:]
+                names_in = self._complete.get(path[:cut] or "/")  # (unlocked: may be gone)
                 if names_in is not None and name not in names_in and len(name) <= 63:
                     with self._lock:
                         if self._known_absent(path, cut) is not None:
@@ -2149,19 +2157,12 @@ class UnionFS:
         complete = self._complete
         if not complete:
             return None
-        # _norm(path) where it must be the path itself (as lstat_or_none: the parent a key
-        # of _complete, so a normalised path, and the name one name in a short path)
         p = path
-        if type(p) is str:
-            cut = p.rfind("/")
-            name = p[cut + 1:]
-        else:
-            cut, name = -1, ""
-        if cut < 0 or cut == 1 or not name or len(p) >= 1024 or name == "." or \
-                name == ".." or "\0" in name or (p[:cut] or "/") not in complete:
+        cut = self._complete_child(p)
+        if cut < 0:
             p = self._norm(path)
             cut = p.rfind("/")
-            name = p[cut + 1:]
+        name = p[cut + 1:]
         if name[:4] == ".wh." or p == "/" or len(name) > 63:
             return None
         with self._lock:
@@ -2203,9 +2204,7 @@ class UnionFS:
             # _created_ino and created_stat, spelled out
             ino = self._ino_map.get(e.ino) if self._ino_map else None
             if ino is None:
-                ino = e.ino
-                if ino > _INO_MASK:  # (_compose_ino(0, ino): the host's own number if it fits)
-                    ino = _compose_ino(0, ino)
+                ino = _compose_ino(0, e.ino)
             st = None
             if e.nlink == 1 and p not in self._ucache:
                 self._ufiles[p] = e
