@@ -476,15 +476,15 @@ def run(args: argparse.Namespace) -> dict:
                               flush=True)
                         failed.add(impl)
                         rows[impl] = _row()
-            # a warm figure depends on where the kernel happened to put the cached data
-            # (a FUSE mount's page cache is filled anew on each mount; the same file read
-            # warm moved 15 % between two fresh mounts of one implementation): sets of
-            # fresh mounts, like the cold figures
-            # (the mounts are filled in an order that rotates as well: of mounts filled one
-            # after the other, the later ones read faster, fuse-overlayfs' own included)
+            # a warm figure depends on where the kernel happened to put the cached data (a
+            # FUSE mount's page cache is filled anew on each mount; the same file read warm
+            # moved 15 % between two fresh mounts of one implementation, and of mounts
+            # filled one after the other the later read faster): sets of fresh mounts, like
+            # the cold figures, filled in an order that rotates as well
+            working = [impl for impl in impls if impl not in failed]
             for i in range(args.cold_repeat):
-                warm_turns(name, fn, turns([i for i in impls if i not in failed], i), stack,
-                           scale, scratch, rows, args.repeat)
+                warm_turns(name, fn, turns(working, i), stack, scale, scratch, rows,
+                           args.repeat)
             for impl in impls:
                 _best(rows[impl])
             for impl in impls:
