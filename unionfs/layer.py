@@ -613,15 +613,18 @@ def _fill_memory(node: _MNode, source: Layer, source_path: str) -> None:
 
 # --------------------------------------------------------------------------- DirLayer
 
-# index record layout (msgpack lists): kind, mode, uid, gid, size, atime, mtime, ctime,
-# nlink, rdev, ino, target, xattrs, opaque, redirect, metacopy, origin_ino
+# index record layout (msgpack arrays, read as tuples): kind, mode, uid, gid, size, atime,
+# mtime, ctime, nlink, rdev, ino, target, xattrs, opaque, redirect, metacopy, origin_ino
 _KINDS = list(Kind)
 _KIND_CODE = {k: i for i, k in enumerate(_KINDS)}
 #: positions in a packed index record (``_pack``): the layer's inode number, metacopy mark
 R_INO, R_METACOPY = 10, 15
 #: the kinds by their code in a packed record (``record[0]``)
 RECORD_KINDS: tuple[Kind, ...] = tuple(_KINDS)
-_INDEX_VERSION = 2
+_INDEX_VERSION = 3
+#: how the index file spells names and paths that are not UTF-8 (os.fsdecode's way: a
+#: name's undecodable bytes as lone surrogates, which strict UTF-8 refuses to encode)
+_NAMES = "surrogateescape"
 #: layers with fewer entries than this are indexed by a walk every time, never cached (a
 #: stack of many small layers adds up at every mount: 128 layers of 160 files took seconds)
 CACHE_MIN_ENTRIES = 100
@@ -792,10 +795,12 @@ class DirLayer:
         self._workdir_made = False
         self._lock = threading.RLock()
         self._tmp_seq = 0
-        self._raw: dict[str, list] | None = None
+        self._raw: dict[str, tuple] | None = None
         self._children: dict[str, list[str]] | None = None
         self._entries: dict[str, Entry] = {}
         self._blobs: dict[str, bytes] = {}
+        #: the records of each directory unpacked from the cache, by name (``records``)
+        self._records: dict[str, dict[str, tuple]] = {}
         #: origin handles of a read-only layer's files (kernel index names), by path
         self._handles: dict[str, _wh.OriginHandle | None] = {}
         self.index_source = "live"
@@ -849,7 +854,7 @@ class DirLayer:
             try:
                 with open(cache_file, "rb") as f:
                     doc = msgpack.unpackb(f.read(), raw=False, strict_map_key=False,
-                                          use_list=True)
+                                          use_list=False, unicode_errors=_NAMES)
                 if doc.get("v") == _INDEX_VERSION and doc.get("root") == self.root and \
                         self._dirs_unchanged(doc["dirs"]):
                     # each directory's records stay packed until first asked for, so
@@ -861,7 +866,7 @@ class DirLayer:
             except (OSError, ValueError, KeyError, TypeError,
                     msgpack.exceptions.ExtraData, msgpack.exceptions.FormatError):
                 pass  # a missing, stale or damaged cache is simply rebuilt
-        raw: dict[str, list] = {}
+        raw: dict[str, tuple] = {}
         children: dict[str, list[str]] = {}
         dirs: list[list] = []
         self._scan("/", self.root, raw, children, dirs)
@@ -870,12 +875,14 @@ class DirLayer:
         # A tiny layer scans in a millisecond; caching it would only litter the cache dir
         # with files for short-lived directories (temporary layers, tests).
         if cache_file is not None and len(raw) >= CACHE_MIN_ENTRIES:
-            blobs = {d: msgpack.packb([[n, raw[join(d, n)]] for n in names], use_bin_type=True)
+            blobs = {d: msgpack.packb({n: raw[join(d, n)] for n in names}, use_bin_type=True,
+                                      unicode_errors=_NAMES)
                      for d, names in children.items()}
             doc = {"v": _INDEX_VERSION, "root": self.root, "dirs": dirs,
                    "rootrec": raw["/"], "blobs": blobs}
             with contextlib.suppress(OSError):
-                _atomic_write(cache_file, msgpack.packb(doc, use_bin_type=True))
+                _atomic_write(cache_file, msgpack.packb(doc, use_bin_type=True,
+                                                        unicode_errors=_NAMES))
 
     def _load_dir(self, path: str) -> None:
         import msgpack
@@ -884,13 +891,14 @@ class DirLayer:
             blob = self._blobs.pop(path, None)
             if blob is None:
                 return
-            names = []
-            raw = self._raw
+            # the directory's {name: record}, built by msgpack itself; its names and its
+            # records by path are made from it without a Python loop
+            recs = msgpack.unpackb(blob, raw=False, use_list=False, unicode_errors=_NAMES)
             prefix = "/" if path == "/" else path + "/"
-            for name, rec in msgpack.unpackb(blob, raw=False, use_list=True):
-                raw[prefix + name] = rec  # type: ignore[index]
-                names.append(name)
-            self._children[path] = names  # type: ignore[index]
+            raw: dict[str, tuple] = self._raw  # type: ignore[assignment]
+            raw.update(zip(map(prefix.__add__, recs), recs.values(), strict=True))
+            self._records[path] = recs
+            self._children[path] = list(recs)  # type: ignore[index]
 
     def _dirs_unchanged(self, dirs: list[list]) -> bool:
         root = self.root
@@ -915,7 +923,7 @@ class DirLayer:
             names.append(item.name)
             chost = os.path.join(host, item.host_name)
             if item.whiteout:
-                raw[child] = [_KIND_CODE[Kind.WHITEOUT]]
+                raw[child] = (_KIND_CODE[Kind.WHITEOUT],)
             elif _stat.S_ISDIR(item.st.st_mode):
                 self._scan(child, chost, raw, children, dirs)
             else:
@@ -1062,18 +1070,21 @@ class DirLayer:
             out.append((name, e))
         return out
 
-    def records(self, path: str) -> list[tuple[str, list]] | None:
+    def records(self, path: str) -> list[tuple[str, tuple]] | None:
         """``(name, packed record)`` for every name of the directory ``path`` of an indexed
         layer, or None (not indexed, or no such directory: ask ``entries``). A record is
-        ``[kind code, mode, uid, gid, size, atime_ns, mtime_ns, ctime_ns, nlink, rdev, ino,
-        target, xattrs, opaque, redirect, metacopy, origin_ino]`` (a whiteout: the kind code
+        ``(kind code, mode, uid, gid, size, atime_ns, mtime_ns, ctime_ns, nlink, rdev, ino,
+        target, xattrs, opaque, redirect, metacopy, origin_ino)`` (a whiteout: the kind code
         alone; ``RECORD_KINDS``, ``R_INO``, ``R_METACOPY`` read it): the union makes a plain
-        file's answers from it without an ``Entry``. The lists are the index's own: never
-        change them."""
+        file's answers from it without an ``Entry``. Records are tuples, which the cyclic
+        collector stops tracking (tens of thousands of them live as long as the layer)."""
         if self._children is None:
             return None
         if self._blobs and path in self._blobs:
             self._load_dir(path)
+        recs = self._records.get(path)
+        if recs is not None:
+            return list(recs.items())
         names = self._children.get(path)
         if names is None:
             return None
@@ -1565,26 +1576,26 @@ class DirLayer:
         _wh.write_nlink(host, name, base, diff)
 
 
-def _record_from_stat(st: os.stat_result, host: str, xattrs, marks: _wh.Marks) -> list:
+def _record_from_stat(st: os.stat_result, host: str, xattrs, marks: _wh.Marks) -> tuple:
     """``_pack(_entry_from_stat(...))`` of a non-directory without the ``Entry`` in between
     (the index scan makes one record per file; the entry is made on first lookup)."""
     mode = st.st_mode
     kind = _KIND_OF_FMT.get(_stat.S_IFMT(mode)) or Kind.from_mode(mode)
-    return [_KIND_CODE[kind], mode & 0o7777, st.st_uid, st.st_gid, st.st_size,
+    return (_KIND_CODE[kind], mode & 0o7777, st.st_uid, st.st_gid, st.st_size,
             st.st_atime_ns, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink, st.st_rdev,
             st.st_ino, os.readlink(host) if kind is Kind.SYMLINK else None,
-            [[k, v] for k, v in xattrs] if xattrs else None, marks.opaque, marks.redirect,
-            marks.metacopy, marks.origin_ino]
+            tuple((k, v) for k, v in xattrs) if xattrs else None, marks.opaque,
+            marks.redirect, marks.metacopy, marks.origin_ino)
 
 
-def _pack(e: Entry) -> list:
-    return [_KIND_CODE[e.kind], e.mode, e.uid, e.gid, e.size, e.atime_ns, e.mtime_ns,
+def _pack(e: Entry) -> tuple:
+    return (_KIND_CODE[e.kind], e.mode, e.uid, e.gid, e.size, e.atime_ns, e.mtime_ns,
             e.ctime_ns, e.nlink, e.rdev, e.ino, e.target,
-            [[k, v] for k, v in e.xattrs] if e.xattrs else None, e.opaque, e.redirect,
-            e.metacopy, e.origin_ino]
+            tuple((k, v) for k, v in e.xattrs) if e.xattrs else None, e.opaque, e.redirect,
+            e.metacopy, e.origin_ino)
 
 
-def _unpack(rec: list) -> Entry:
+def _unpack(rec: tuple) -> Entry:
     kind = _KINDS[rec[0]]
     if kind is Kind.WHITEOUT:
         return _WHITEOUT_ENTRY

@@ -453,7 +453,7 @@ class _LowerView:
             for name, (i, prefix, ce) in found.items():
                 # the top-most layer's object is a plain one (no directory, whiteout or
                 # metacopy file): it hides whatever the layers below have, nothing to merge
-                if type(ce) is list:
+                if type(ce) is tuple:
                     if simple_code[ce[0]] and not ce[_R_METACOPY]:
                         out[name] = _LNode.lazy(lowers[i], i, prefix + name, ce)
                         continue  # (no Entry needed)
@@ -462,7 +462,7 @@ class _LowerView:
                     continue
                 layered = more[name] if more and name in more else [(i, prefix, ce)]
                 stack = merge_stack(self.lowers, [
-                    (j, pre + name, lowers[j].lookup(pre + name) if type(c) is list else c)
+                    (j, pre + name, lowers[j].lookup(pre + name) if type(c) is tuple else c)
                     for j, pre, c in layered])
                 if stack:
                     out[name] = _LNode(stack)

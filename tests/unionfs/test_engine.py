@@ -421,6 +421,29 @@ def test_index_cache_on_disk(tmp_path, monkeypatch):
     assert c.index_source == "scan" and c.lookup("/etc/new") is not None
 
 
+def test_index_cache_keeps_names_that_are_not_utf8(tmp_path):
+    # names are bytes on Linux: a layer big enough to be cached may hold one that is not
+    # UTF-8, and both the index file and the names read back from it keep its bytes
+    root = tmp_path / "lower"
+    (root / "d").mkdir(parents=True)
+    for i in range(120):
+        (root / "d" / f"f{i}").write_bytes(b"x")
+    os.symlink(b"target-\xfe", os.path.join(os.fsencode(root), b"d", b"link-\xff"))
+    with open(os.path.join(os.fsencode(root), b"caf\xe9"), "wb") as f:
+        f.write(b"latin-1")
+    cache = tmp_path / "cache"
+    a = DirLayer(root, cache_dir=cache)
+    b = DirLayer(root, cache_dir=cache)
+    assert (a.index_source, b.index_source) == ("scan", "cache")
+    names = {os.fsencode(n) for n in b.listdir("/")}
+    assert names == {b"d", b"caf\xe9"}
+    assert b.lookup(os.fsdecode(b"/caf\xe9")).size == 7
+    link = b.lookup(os.fsdecode(b"/d/link-\xff"))
+    assert os.fsencode(link.target) == b"target-\xfe"
+    assert dict(b.records("/d"))[os.fsdecode(b"link-\xff")][0] == dict(a.records("/d"))[
+        os.fsdecode(b"link-\xff")][0]
+
+
 def test_copy_up_is_atomic(tmp_path, monkeypatch):
     fs = build(tmp_path, "dir-overlay")
     import unionfs.layer as layer_mod
