@@ -415,8 +415,10 @@ class FuseOperations(mfusepy.Operations):
         # hidden files whose last handle closed: hidden name -> (a read-only duplicate of
         # their host descriptor, when it was closed); see release()
         self._graves: dict[str, tuple[_Open, float]] = {}
-        # the names seen for each hard-linked inode (nlink > 1), for cache invalidation
-        self._names: dict[int, set[str]] = {}
+        # the names seen for each hard-linked inode (nlink > 1), for cache invalidation: one
+        # name as a str (most such files are only ever seen by one: no set per file), more
+        # as a set
+        self._names: dict[int, str | set[str]] = {}
         self._ino_of: dict[str, int] = {}
         self._invalidate = _Invalidator()
         self._reads = _ReadPool(_pool_size())
@@ -442,6 +444,7 @@ class FuseOperations(mfusepy.Operations):
         engine = union if isinstance(union, UnionFS) else None
         self._union_fstat = engine.fstat if engine is not None else None
         self._union_lstat_or_none = engine.lstat_or_none if engine is not None else None
+        self._union_lstat_child = engine.lstat_child if engine is not None else None
         self._union_created_stat = engine.created_stat if engine is not None else None
         self._union_create_new = engine.create_new if engine is not None else None
         # a MountTable's router (see stable()); a UnionFS has none
@@ -635,18 +638,34 @@ class FuseOperations(mfusepy.Operations):
 
     def _note(self, path: str, st: os.stat_result) -> None:
         if st.st_nlink > 1 and not _stat.S_ISDIR(st.st_mode):
-            self._names.setdefault(st.st_ino, set()).add(path)
-            self._ino_of[path] = st.st_ino
+            ino = st.st_ino
+            names = self._names.get(ino)
+            if names is None:
+                self._names[ino] = path
+            elif type(names) is str:
+                if names != path:
+                    self._names[ino] = {names, path}
+            else:
+                names.add(path)
+            self._ino_of[path] = ino
+
+    def _names_of(self, ino: int) -> set[str]:
+        """The names seen for the hard-linked inode ``ino`` (the stored set, if it is one)."""
+        names = self._names.get(ino)
+        if names is None:
+            return set()
+        return {names} if type(names) is str else names
 
     def _changed(self, path: str, *, including: bool = False, forget: bool = False) -> None:
         """``path`` changed: refresh the kernel's view of its other hard-linked names."""
         ino = self._ino_of.get(path)
         if ino is None:
             return
-        names = self._names.get(ino, set())
+        names = self._names_of(ino)
         if forget:
             names.discard(path)
             self._ino_of.pop(path, None)
+            self._names[ino] = names
         others = [n for n in names if including or n != path]
         self._invalidate(others)
 
@@ -673,6 +692,18 @@ class FuseOperations(mfusepy.Operations):
             except FileNotFoundError:
                 return None
         st = get(path)
+        if st is not None and st.st_nlink > 1 and (st.st_mode & _S_IFMT) != _S_IFDIR:
+            self._note(path, st)
+        return st
+
+    def stat_child(self, head: str, name: str, path: str) -> os.stat_result | None:
+        """``stat_or_none(path)`` where ``path`` is ``name`` in the directory ``head`` (the
+        lookup of one name, as the low-level adapter asks it: the engine answers a plain
+        lower object without taking the path apart)."""
+        get = self._union_lstat_child
+        if get is None or self._hidden or self._graves:
+            return self.stat_or_none(path)
+        st = get(head, name)
         if st is not None and st.st_nlink > 1 and (st.st_mode & _S_IFMT) != _S_IFDIR:
             self._note(path, st)
         return st
@@ -933,7 +964,7 @@ class FuseOperations(mfusepy.Operations):
             return
         self._ino_of = {moved(p): ino for p, ino in self._ino_of.items()}
         for ino, names in self._names.items():
-            self._names[ino] = {moved(p) for p in names}
+            self._names[ino] = moved(names) if type(names) is str else {moved(p) for p in names}
 
     def link(self, target: str, source: str) -> int:
         """A hard link ``target`` to the existing ``source`` (mfusepy order)."""

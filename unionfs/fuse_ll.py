@@ -739,8 +739,12 @@ class LowLevel:
 
     def lookup(self, unique: int, parent: int, buf: bytearray) -> None:
         n = _name(buf, _IN_SIZE)
-        path = self._child(parent, n)
-        st = self.ops.stat_or_none(path)
+        node = self._nodes.get(parent)
+        if node is None:
+            raise OSError(errno.ESTALE, os.strerror(errno.ESTALE))
+        head = node.path if node.gen == self._gen else self._path(node)
+        path = ("/" if head == "/" else head + "/") + n
+        st = self.ops.stat_child(head, n, path)
         if st is None:
             if self.negative_timeout > 0:
                 # a negative entry (node 0), kept by the kernel for the negative timeout

@@ -323,7 +323,8 @@ class _LNode:
     come from the record, and the ``Entry`` is asked of the layer only when something needs
     it. The lowers never change, so ``st`` keeps its ``stat`` once made."""
 
-    __slots__ = ("_stack", "children", "is_dir", "kind", "listing", "rec", "src", "st")
+    __slots__ = ("_stack", "children", "is_dir", "kind", "layer", "li", "listing", "lpath", "rec",
+                 "st")
 
     def __init__(self, stack: list[tuple[int, str, Entry]]) -> None:
         self._stack: list[tuple[int, str, Entry]] | None = stack
@@ -333,13 +334,16 @@ class _LNode:
         #: ``(name, type bits, union inode number)`` of the merged children, sorted by
         #: name (``UnionFS.listdir_types``); built once, the lowers never change
         self.listing: list[tuple[str, int, int]] | None = None
-        #: a lazy node's packed record and ``(layer, layer index, layer path)``
-        self.rec: list | None = None
-        self.src: tuple[Layer, int, str] | None = None
+        #: a lazy node's packed record, its layer, the layer's index and the path there
+        #: (three slots rather than a tuple, which the cyclic collector would track)
+        self.rec: tuple | None = None
+        self.layer: Layer | None = None
+        self.li = 0
+        self.lpath = ""
         self.st: os.stat_result | None = None
 
     @classmethod
-    def lazy(cls, layer: Layer, i: int, lpath: str, rec: list) -> _LNode:
+    def lazy(cls, layer: Layer, i: int, lpath: str, rec: tuple) -> _LNode:
         """A plain non-directory of layer ``i`` known by its index record ``rec``."""
         n = cls.__new__(cls)
         n._stack = None
@@ -347,17 +351,16 @@ class _LNode:
         n.is_dir = False
         n.children = n.listing = n.st = None
         n.rec = rec
-        n.src = (layer, i, lpath)
+        n.layer, n.li, n.lpath = layer, i, lpath
         return n
 
     @property
     def stack(self) -> list[tuple[int, str, Entry]]:
         s = self._stack
         if s is None:
-            layer, i, lpath = self.src  # type: ignore[misc]
-            e = layer.lookup(lpath)
-            assert e is not None, lpath  # an indexed layer never changes
-            s = self._stack = [(i, lpath, e)]
+            e = self.layer.lookup(self.lpath)  # type: ignore[union-attr]
+            assert e is not None, self.lpath  # an indexed layer never changes
+            s = self._stack = [(self.li, self.lpath, e)]
         return s
 
     @property
@@ -367,7 +370,7 @@ class _LNode:
     def ino(self) -> int:
         """The union inode number of the visible object."""
         if self.rec is not None:
-            return _compose_ino(self.src[1] + 1, self.rec[_R_INO])  # type: ignore[index]
+            return _compose_ino(self.li + 1, self.rec[_R_INO])
         i, _, e = self._stack[0]  # type: ignore[index]
         return _compose_ino(i + 1, e.ino)
 
@@ -376,7 +379,7 @@ class _LNode:
         r = self.rec
         if r is not None:
             (code, mode, uid, gid, size, atime, mtime, ctime, nlink, rdev, ino) = r[:11]
-            ino = _compose_ino(self.src[1] + 1, ino)  # type: ignore[index]
+            ino = _compose_ino(self.li + 1, ino)
             mode |= _IFMT_OF_CODE[code]
         else:
             i, _lpath, e = self._stack[0]  # type: ignore[index]
@@ -1447,6 +1450,25 @@ class UnionFS:
             raise NotFound(p)
         return st
 
+    def lstat_child(self, head: str, name: str) -> os.stat_result | None:
+        """``lstat_or_none`` of ``name`` in the directory ``head``, as a lookup asks it:
+        ``head`` a normalised path, ``name`` one name. A plain object of the lower view in a
+        resolved directory with no upper part is answered from the lower view at once (the
+        fast path of ``_lookup_stat``, without the path to build, take apart and check);
+        anything else as ``lstat_or_none`` of the joined path."""
+        parent = self._dnodes.get(head)
+        if parent is not None and parent.upper is None and parent.lower_key is not None \
+                and not self.index:
+            kids = parent.lower.children  # type: ignore[union-attr]
+            if kids is not None:
+                ln = kids.get(name)
+                if ln is not None and not ln.is_dir:
+                    st = ln.st
+                    if st is None:
+                        st = ln.st = ln.make_stat(self.st_dev)
+                    return st
+        return self.lstat_or_none(("/" if head == "/" else head + "/") + name)
+
     def lstat_or_none(self, path: Any) -> os.stat_result | None:
         """``lstat(path)``, or None where it raises ``FileNotFoundError`` (ENOENT): the
         lookup of a name that may not be there (every create starts with one) costs no
@@ -1965,10 +1987,10 @@ class UnionFS:
         if node.upper is not None and not node.upper.metacopy:
             return self.upper, node.path
         if node.lower is not None:
-            src = node.lower.src
-            if src is not None and node.upper is None and node.lower.kind is Kind.FILE:
+            ln = node.lower
+            if ln.layer is not None and node.upper is None and ln.kind is Kind.FILE:
                 # a plain lower file (no metacopy: DirLayer.records): its own data
-                return src[0], src[2]
+                return ln.layer, ln.lpath
             for i, lp, le in node.lower.stack:
                 if le.kind is Kind.FILE and not le.metacopy:
                     return self.lowers[i], lp

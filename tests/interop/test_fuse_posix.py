@@ -203,6 +203,38 @@ def test_link_counts_of_hard_links_of_every_type(m):
     assert os.lstat(m / "f").st_size == 3
 
 
+def test_hard_links_seen_one_at_a_time_stay_in_step(tmp_path):
+    # names of a hard-linked file reach the daemon one lookup at a time: the first alone
+    # (its other link may be outside the mount), then the second; a directory holding both
+    # is renamed; a write through one name must still reach the kernel's view of the other
+    need_root()
+    need_fuse()
+    stack = make_stack(tmp_path)
+    (stack.upper / "x").mkdir()
+    (stack.upper / "x" / "a").write_bytes(b"1234")
+    os.link(stack.upper / "x" / "a", stack.upper / "x" / "b")
+    (stack.upper / "x" / "c").write_bytes(b"12")
+    os.link(stack.upper / "x" / "c", tmp_path / "outside")  # (its other name: not mounted)
+    with mounted(stack) as mnt:
+        assert os.lstat(mnt / "x" / "a").st_size == 4  # one name known
+        assert os.lstat(mnt / "x" / "c").st_nlink == 2
+        assert os.lstat(mnt / "x" / "b").st_size == 4  # both now
+        os.rename(mnt / "x", mnt / "y")
+        with open(mnt / "y" / "a", "ab") as f:
+            f.write(b"5678")
+        assert os.lstat(mnt / "y" / "b").st_size == 8
+        assert (mnt / "y" / "b").read_bytes() == b"12345678"
+        with open(mnt / "y" / "c", "ab") as f:
+            f.write(b"3")
+        assert os.lstat(mnt / "y" / "c").st_size == 3
+        os.unlink(mnt / "y" / "a")
+        with open(mnt / "y" / "b", "ab") as f:
+            f.write(b"9")
+        assert os.lstat(mnt / "y" / "b").st_size == 9 and os.lstat(mnt / "y" / "b").st_nlink == 1
+    assert (stack.upper / "y" / "b").read_bytes() == b"123456789"
+    assert (tmp_path / "outside").read_bytes() == b"123"
+
+
 def test_unlinked_open_file_keeps_working_with_no_links(m):
     fd = os.open(m / "etc" / "motd", os.O_RDWR)  # a lower file: copied up on open
     try:

@@ -8,6 +8,8 @@
   (``DirLayer.refresh``): its size, mode, owner and times still follow every change, made
   through the engine or through an open file.
 - ``known_absent`` and ``copy_up``'s answer let the engine skip host probes it has done.
+- ``lstat_child`` (a lookup's name in a directory, the low-level FUSE adapter's way in)
+  answers as ``lstat_or_none`` of the joined path.
 """
 
 from __future__ import annotations
@@ -108,6 +110,56 @@ def _with_upper(tmp_path) -> tuple[UnionFS, str]:
     fs = UnionFS(_lowers(tmp_path, True), DirLayer(str(upper), writable=True),
                  workdir=str(tmp_path / "work"))
     return fs, str(upper)
+
+
+@pytest.mark.parametrize("source", ["scan", "cache"])
+def test_lstat_child_equals_lstat_or_none(tmp_path, monkeypatch, source):
+    import unionfs.layer as layer_mod
+
+    monkeypatch.setattr(layer_mod, "CACHE_MIN_ENTRIES", 0)  # (index files for small layers)
+    cache = tmp_path / "cache"
+    up, work = tmp_path / "up", tmp_path / "work"
+    up.mkdir()
+    work.mkdir()
+
+    def engine() -> UnionFS:
+        lowers = []
+        for name, spec in (("top", TOP), ("bottom", BOTTOM)):
+            root = str(tmp_path / name)
+            if not os.path.exists(root):
+                write_dir(root, spec)
+            lowers.append(DirLayer(root, name=name, cache_dir=cache))
+        return UnionFS(lowers, DirLayer(up, writable=True), workdir=work)
+
+    fs = engine()
+    fs.write_bytes("/d/new", b"upper")  # /d gets an upper part
+    fs.unlink("/d/b")  # a whiteout in the upper
+    fs.write_bytes("/only/t", b"copied up")
+    if source == "cache":
+        fs = engine()
+        assert fs.lowers[0].index_source == "cache"
+    heads = ["/", "/d", "/d/sub", "/o", "/only", "/ln", "/h1", "/missing"]
+    names = ["d", "d/", "a", "b", "new", "shadow", "gone", "sub", "deep", "n", "old", "t", "ln",
+             "fifo", "only", "h1", "h2", "missing", "n" * 255, "n" * 256]
+
+    def outcome(fn, *args):
+        try:
+            st = fn(*args)
+        except OSError as e:
+            return e.errno
+        return st if st is None else _fields(st)
+
+    for resolved in (False, True):  # the directory not yet walked to, then walked to
+        for head in heads:
+            if resolved:
+                outcome(fs.lstat, head)
+            for name in names:
+                path = ("/" if head == "/" else head + "/") + name
+                assert outcome(fs.lstat_child, head, name) == \
+                    outcome(fs.lstat_or_none, path), (head, name, resolved)
+    # the short way was taken for plain lower files of directories without an upper part
+    assert fs._dnodes["/d/sub"].upper is None
+    assert fs.lstat_child("/d/sub", "deep") is fs._lower.node("/d/sub/deep").st
 
 
 def test_upper_file_stat_follows_writes_through_an_open_file(tmp_path):
