@@ -524,6 +524,14 @@ def serve(opts: MountOptions, mountpoint: str, *, debug: bool = False,
     serve_object(build_union(opts), mountpoint, opts, debug=debug, on_ready=on_ready)
 
 
+#: the cyclic collector's thresholds while a mount serves: the objects it makes and keeps
+#: (nodes, the lower view's stats, made on first visit) are collected in batches of 10,000,
+#: not Python's 700. A cold 8-layer walk of 20k files spent 13 % of the daemon's
+#: instructions in the collector with the defaults, 7 % with these
+#: (``benchmarks/mount_instructions.py``)
+GC_THRESHOLDS = (10_000, 50, 10)
+
+
 def serve_object(fs: Any, mountpoint: str, opts: MountOptions, *, debug: bool = False,
                  on_ready: Callable[[], None] | None = None) -> None:
     """Serve the os-shaped object ``fs`` (a ``UnionFS``, a ``unionfs.mounts.MountTable``)
@@ -544,11 +552,7 @@ def serve_object(fs: Any, mountpoint: str, opts: MountOptions, *, debug: bool = 
         # again and again while requests are served
         gc.collect()
         gc.freeze()
-        # The objects a mount makes while it serves and keeps (nodes, the lower view's
-        # stats, made on first visit) are collected in batches of 10,000, not 700: a cold
-        # walk of 20k files spent 13 % of its instructions in the collector with Python's
-        # default thresholds, 7 % with these (benchmarks/mount_bench.py's stack, 8 layers)
-        gc.set_threshold(10_000, 50, 10)
+        gc.set_threshold(*GC_THRESHOLDS)
         run_fuse(fs, mountpoint, opts, debug=debug, on_ready=on_ready)
     finally:
         if unsubscribe is not None:
