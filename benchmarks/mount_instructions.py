@@ -7,8 +7,10 @@ figure that stays put while the machine's pace moves.
 
 On a shared virtual machine a timed A/B of two versions of the daemon scatters by 20-30 %
 from one round to the next, so a change worth 10 % needs many rounds to show. Counted
-instructions repeat to about 0.1 %. They do not measure what the kernel or the disk spend,
-nor memory stalls: they say whether a change made the daemon's own work smaller.
+instructions repeat to within about 1 % (two runs on the 8-layer stack: 71,578 and 71,352
+per cold lookup, 29,655 and 29,934 per warm one, 236,922 and 237,652 per create). They
+do not measure what the kernel or the disk spend, nor memory stalls: they say whether a
+change made the daemon's own work smaller.
 
 No mount is made. In one process, the low-level adapter (``unionfs.fuse_ll.LowLevel``) is
 handed requests as the kernel sends them, and its replies go to ``/dev/null``:
