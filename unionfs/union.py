@@ -1388,23 +1388,11 @@ class UnionFS:
             st = self._sym_stat.get(key)
             if st is not None:
                 return st
-        # the common case of a cold walk: the parent is a resolved directory with no upper
-        # part (so nothing of it can be in the upper), and the name is a non-directory of
-        # the lower view: its stat is the lower view's, made once (no lock: the lower view
-        # never changes, and dict reads are atomic)
         cut = p.rfind("/")
-        if cut >= 0 and len(p) > 1 and not self.index:
-            parent = self._dnodes.get(p[:cut] or "/")
-            if parent is not None and parent.upper is None and parent.lower_key is not None:
-                kids = parent.lower.children  # type: ignore[union-attr]
-                if kids is not None:
-                    ln = kids.get(p[cut + 1:])
-                    if ln is not None and not ln.is_dir and (
-                            not follow_symlinks or ln.kind is not Kind.SYMLINK):
-                        st = ln.st
-                        if st is None:
-                            st = ln.st = ln.make_stat(self.st_dev)
-                        return st
+        if cut >= 0 and len(p) > 1:
+            st = self._plain_lower_stat(p[:cut] or "/", p[cut + 1:], follow_symlinks)
+            if st is not None:
+                return st
         with self._lock:
             if p != "/":
                 # an upper file known to the engine (one host stat) or a name the caches
@@ -1453,21 +1441,33 @@ class UnionFS:
     def lstat_child(self, head: str, name: str) -> os.stat_result | None:
         """``lstat_or_none`` of ``name`` in the directory ``head``, as a lookup asks it:
         ``head`` a normalised path, ``name`` one name. A plain object of the lower view in a
-        resolved directory with no upper part is answered from the lower view at once (the
-        fast path of ``_lookup_stat``, without the path to build, take apart and check);
+        resolved directory with no upper part is answered from the lower view at once
+        (``_plain_lower_stat``, without the path to build, take apart and check);
         anything else as ``lstat_or_none`` of the joined path."""
-        parent = self._dnodes.get(head)
-        if parent is not None and parent.upper is None and parent.lower_key is not None \
-                and not self.index:
-            kids = parent.lower.children  # type: ignore[union-attr]
-            if kids is not None:
-                ln = kids.get(name)
-                if ln is not None and not ln.is_dir:
-                    st = ln.st
-                    if st is None:
-                        st = ln.st = ln.make_stat(self.st_dev)
-                    return st
+        st = self._plain_lower_stat(head, name, False)
+        if st is not None:
+            return st
         return self.lstat_or_none(("/" if head == "/" else head + "/") + name)
+
+    def _plain_lower_stat(self, head: str, name: str, follow_symlinks: bool
+                          ) -> os.stat_result | None:
+        """The common case of a cold walk, or None: ``head`` is a resolved directory with no
+        upper part (so nothing of it can be in the upper), and ``name`` a non-directory of
+        the lower view there (not a symlink to follow): its stat is the lower view's, made
+        once (no lock: the lower view never changes, and dict reads are atomic)."""
+        if self.index:
+            return None
+        parent = self._dnodes.get(head)
+        if parent is None or parent.upper is not None or parent.lower_key is None:
+            return None
+        kids = parent.lower.children  # type: ignore[union-attr]
+        ln = kids.get(name) if kids is not None else None
+        if ln is None or ln.is_dir or (follow_symlinks and ln.kind is Kind.SYMLINK):
+            return None
+        st = ln.st
+        if st is None:
+            st = ln.st = ln.make_stat(self.st_dev)
+        return st
 
     def lstat_or_none(self, path: Any) -> os.stat_result | None:
         """``lstat(path)``, or None where it raises ``FileNotFoundError`` (ENOENT): the
