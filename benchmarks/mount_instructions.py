@@ -47,7 +47,7 @@ from concurrent.futures import ThreadPoolExecutor
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CREATES = 2000
 _REQ = struct.Struct("<IIQQIIIHH")  # fuse_in_header
-_LOOKUP, _GETATTR, _GETXATTR, _RELEASE, _CREATE, _IOCTL = 1, 3, 22, 18, 35, 39
+_LOOKUP, _GETATTR, _MKDIR, _GETXATTR, _RELEASE, _CREATE, _IOCTL = 1, 3, 9, 22, 18, 35, 39
 
 
 def _request(op: int, nid: int, body: bytes) -> bytearray:
@@ -108,7 +108,7 @@ def _work(ll, kind: str, paths: list[str], walks: int) -> None:
             for nid, buf in reqs:
                 lookup(1, nid, buf)
         return
-    ll.mkdir(1, 1, _request(9, 1, struct.pack("<II", 0o755, 0o22) + b"c\0"))
+    ll.mkdir(1, 1, _request(_MKDIR, 1, struct.pack("<II", 0o755, 0o22) + b"c\0"))
     d = ll._children[(1, "c")].id
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
     names = [f"n{i:06d}" for i in range(CREATES)]
@@ -132,10 +132,9 @@ def _work(ll, kind: str, paths: list[str], walks: int) -> None:
 
 def count(src: pathlib.Path, kind: str, stack: pathlib.Path, walks: int) -> int:
     """Instructions callgrind counts for one ``child`` run."""
-    env = {**os.environ, "PYTHONPATH": str(src)}
     r = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
                         sys.executable, __file__, "--child", kind, str(stack), str(walks),
-                        "--src", str(src)], capture_output=True, text=True, env=env)
+                        "--src", str(src)], capture_output=True, text=True)
     for line in r.stderr.splitlines():
         if "Collected :" in line:
             return int(line.split(":")[-1])
@@ -154,7 +153,8 @@ def measure(src: pathlib.Path, stack: pathlib.Path, files: int) -> dict:
     }
 
 
-def build(base: pathlib.Path, layers: int, quick: bool) -> pathlib.Path:
+def build(base: pathlib.Path, layers: int, quick: bool) -> tuple[pathlib.Path, int]:
+    """``mount_bench.py``'s stack of ``layers`` layers, and its number of files."""
     sys.path.insert(0, str(ROOT))
     import benchmarks.mount_bench as mb
 
@@ -165,7 +165,7 @@ def build(base: pathlib.Path, layers: int, quick: bool) -> pathlib.Path:
     st = mb.build_stack(stack, layers, sc, big)
     (stack / "meta.pkl").write_bytes(pickle.dumps({"lowers": [str(p) for p in st.lowers],
                                                    "paths": st.paths}))
-    return stack
+    return stack, len(st.paths)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -190,14 +190,12 @@ def main(argv: list[str] | None = None) -> int:
         # the lower layers' index files, written once before anything is counted
         os.environ["UNIONFS_CACHE_DIR"] = str(base / "index-cache")
         for layers in args.layers:
-            stack = build(base, layers, args.quick)
-            meta = pickle.loads((stack / "meta.pkl").read_bytes())
+            stack, files = build(base, layers, args.quick)
             subprocess.run([sys.executable, __file__, "--child", "lookup", str(stack), "0",
-                            "--src", str(args.src)], check=True,
-                           env={**os.environ, "PYTHONPATH": str(args.src)})
-            results[layers] = measure(args.src.resolve(), stack, len(meta["paths"]))
+                            "--src", str(args.src)], check=True)
+            results[layers] = measure(args.src.resolve(), stack, files)
             row = results[layers]
-            print(f"{layers:4d} layers, {len(meta['paths'])} files: "
+            print(f"{layers:4d} layers, {files} files: "
                   + ", ".join(f"{k} {v:,}" for k, v in row.items()), flush=True)
             shutil.rmtree(stack)
     if args.json:
